@@ -1,0 +1,214 @@
+//! [`ShardReader`]: random access to the records of one shard, memory-mapped or in memory.
+//! Everything is checked on open (magic, bounds, version, checksums, index) and each record is
+//! checked (tag, lengths, CRC) every time it is read.
+
+use crate::error::ShardError;
+use crate::format::{
+    check_footer, decode_index_entry, decode_record, IndexEntry, Record, HEADER_LEN,
+    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, INDEX_TAG, MIN_RECORD_LEN, NO_LABEL,
+};
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+/// The bytes of a shard: a read-only memory map of the file, or a buffer.
+enum ShardBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(m) => m,
+            ShardBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// One opened, checked shard.
+pub struct ShardReader {
+    path: PathBuf,
+    bytes: ShardBytes,
+    index_offset: usize,
+    count: u64,
+    version: (u16, u16),
+}
+
+impl std::fmt::Debug for ShardReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardReader")
+            .field("path", &self.path)
+            .field("len", &self.count)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl ShardReader {
+    /// Opens and memory-maps a shard file, then checks it as `docs/FORMAT.md` says.
+    ///
+    /// The file must not be changed while it is open (shards are written once, then renamed
+    /// into place, and never modified).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ShardError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(ShardError::io(path))?;
+        let len = file.metadata().map_err(ShardError::io(path))?.len();
+        let bytes = if len == 0 {
+            // mmap of an empty file fails on some systems; an empty shard is just truncated.
+            ShardBytes::Owned(Vec::new())
+        } else {
+            // SAFETY: shards are immutable once renamed into place; see the doc comment.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(ShardError::io(path))?;
+            ShardBytes::Mapped(map)
+        };
+        Self::check(path.to_owned(), bytes)
+    }
+
+    /// Checks a shard held in memory; `path` is only used in error messages.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, ShardError> {
+        Self::check(path.into(), ShardBytes::Owned(bytes))
+    }
+
+    fn check(path: PathBuf, bytes: ShardBytes) -> Result<Self, ShardError> {
+        let footer = check_footer(&path, &bytes)?;
+        // check_footer proved index_offset + index + footer == len, so these fit in usize.
+        let index_offset = footer.index_offset as usize;
+        let index_len = INDEX_HEADER_LEN + footer.record_count as usize * INDEX_ENTRY_LEN;
+        let index = &bytes[index_offset..index_offset + index_len];
+        let computed = crc32c::crc32c(index);
+        if computed != footer.index_crc32c {
+            return Err(ShardError::Checksum {
+                path,
+                what: "index".into(),
+                stored: footer.index_crc32c,
+                computed,
+            });
+        }
+        if &index[..4] != INDEX_TAG {
+            return Err(ShardError::Corrupt {
+                path,
+                what: "index".into(),
+                detail: format!("expected the SIDX tag at offset {index_offset}"),
+            });
+        }
+        // Records tile the space between the header and the index, in order.
+        let mut expected = HEADER_LEN as u64;
+        for i in 0..footer.record_count as usize {
+            let at = INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN;
+            let e = decode_index_entry(&index[at..at + INDEX_ENTRY_LEN]);
+            if e.offset != expected || (e.len as usize) < MIN_RECORD_LEN {
+                return Err(ShardError::Corrupt {
+                    path,
+                    what: format!("index entry {i}"),
+                    detail: format!(
+                        "record at offset {} of {} bytes; expected offset {expected} and at least {MIN_RECORD_LEN} bytes",
+                        e.offset, e.len
+                    ),
+                });
+            }
+            expected += u64::from(e.len);
+        }
+        if expected != footer.index_offset {
+            return Err(ShardError::Corrupt {
+                path,
+                what: "index".into(),
+                detail: format!(
+                    "records end at offset {expected} but the index starts at {}",
+                    footer.index_offset
+                ),
+            });
+        }
+        Ok(ShardReader {
+            path,
+            bytes,
+            index_offset,
+            count: footer.record_count,
+            version: footer.version,
+        })
+    }
+
+    /// The shard's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// True when the shard holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of the shard file.
+    pub fn file_len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// The format version the shard was written with.
+    pub fn version(&self) -> (u16, u16) {
+        self.version
+    }
+
+    /// The whole file's bytes (for whole-file checksums and readahead).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The index entry of record `i`, in O(1).
+    pub fn entry(&self, i: u64) -> Result<IndexEntry, ShardError> {
+        if i >= self.count {
+            return Err(ShardError::OutOfRange {
+                index: i,
+                len: self.count,
+                what: self.path.display().to_string(),
+            });
+        }
+        let at = self.index_offset + INDEX_HEADER_LEN + i as usize * INDEX_ENTRY_LEN;
+        Ok(decode_index_entry(&self.bytes[at..at + INDEX_ENTRY_LEN]))
+    }
+
+    /// The label of record `i` from the index, without touching the record.
+    pub fn label(&self, i: u64) -> Result<Option<u32>, ShardError> {
+        let e = self.entry(i)?;
+        Ok((e.label != NO_LABEL).then_some(e.label))
+    }
+
+    /// Record `i`, checked (tag, lengths, label against the index, CRC32C).
+    pub fn record(&self, i: u64) -> Result<Record<'_>, ShardError> {
+        let e = self.entry(i)?;
+        // The index was checked on open: the range lies inside the record area.
+        let start = e.offset as usize;
+        let bytes = &self.bytes[start..start + e.len as usize];
+        let rec = decode_record(&self.path, bytes, i, e.offset)?;
+        if rec.label.unwrap_or(NO_LABEL) != e.label {
+            return Err(ShardError::Corrupt {
+                path: self.path.clone(),
+                what: format!("record {i} (offset {})", e.offset),
+                detail: format!(
+                    "label {:?} disagrees with the index ({})",
+                    rec.label, e.label
+                ),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// All records in order.
+    pub fn records(&self) -> impl Iterator<Item = Result<Record<'_>, ShardError>> + '_ {
+        (0..self.count).map(move |i| self.record(i))
+    }
+
+    /// Asks the OS to start reading the whole shard into the page cache (no-op for in-memory
+    /// shards). Used to read ahead the shards coming next.
+    pub fn advise_willneed(&self) {
+        if let ShardBytes::Mapped(m) = &self.bytes {
+            // Only a hint: a failure changes nothing but speed.
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Image probing, decoding and re-encoding for shardfeed.
+//!
+//! ImageNet's files are not all what their `.JPEG` names say: there are CMYK and grayscale JPEGs,
+//! progressive JPEGs, a PNG, and in the wild truncated or empty files. This crate tells them apart
+//! and turns each into RGB pixels or a uniform baseline JPEG, reporting anything unusable with a
+//! reason instead of panicking.
+//!
+//! - [`ImageFormat`]: the container format, from the magic bytes (never the file name).
+//! - [`probe`] → [`ImageInfo`] (size, [`ColorModel`], progressive): cheap validation. JPEG is
+//!   checked by a marker walk that decodes no pixel, so it runs at disk speed. [`probe_deep`] adds a
+//!   full decode, which also catches corrupt entropy-coded data. Failures are a [`ProbeError`],
+//!   whose `Display` is a short reason for a report (`"empty file"`,
+//!   `"truncated JPEG: no EOI marker (ends inside scan data at byte 5123)"`, ...).
+//! - [`decode_rgb`] → [`RgbImage`] (RGB8, HWC), and [`decode_rgb_into`], which reuses the caller's
+//!   buffer. CMYK, YCCK and grayscale JPEGs come out as RGB too. Failures are a [`DecodeError`].
+//! - [`Reencoder`]: FFCV-style re-encoding to a baseline 4:2:0 RGB JPEG whose longer side is at
+//!   most [`ReencodeOptions::max_side`]; it owns its resizer and buffers, so keep one per thread.
+//!
+//! All functions work on `&[u8]`; reading files is the caller's business.
+//!
+//! # Example
+//!
+//! ```
+//! use jpeg_encoder::{ColorType, Encoder};
+//! use shardfeed_augment::{decode_rgb, probe, ColorModel, ImageFormat, ProbeError};
+//!
+//! // A tiny 16x8 grey JPEG.
+//! let mut jpeg = Vec::new();
+//! Encoder::new(&mut jpeg, 90).encode(&[128; 16 * 8 * 3], 16, 8, ColorType::Rgb)?;
+//!
+//! let info = probe(&jpeg)?;
+//! assert_eq!((info.format, info.width, info.height), (ImageFormat::Jpeg, 16, 8));
+//! assert_eq!(info.color, ColorModel::Rgb);
+//! assert!(!info.progressive);
+//!
+//! let image = decode_rgb(&jpeg)?;
+//! assert_eq!(image.pixels.len(), 16 * 8 * 3);
+//!
+//! // A file cut short is reported, not decoded into grey.
+//! let error = probe(&jpeg[..jpeg.len() - 10]).unwrap_err();
+//! assert!(matches!(error, ProbeError::Truncated { .. }));
+//! assert!(error.to_string().starts_with("truncated JPEG: no EOI marker"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod decode;
+mod format;
+mod jpeg;
+mod probe;
+mod reencode;
+
+#[cfg(test)]
+mod test_util;
+
+pub use decode::{decode_rgb, decode_rgb_into, DecodeError, RgbImage};
+pub use format::ImageFormat;
+pub use jpeg::JpegPart;
+pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
+pub use reencode::{ReencodeOptions, Reencoded, Reencoder};

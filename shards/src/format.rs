@@ -46,7 +46,7 @@ pub enum ImageFormat {
     Webp,
     /// Windows bitmap.
     Bmp,
-    /// TIFF, either byte order.
+    /// TIFF or BigTIFF, either byte order.
     Tiff,
 }
 
@@ -70,7 +70,9 @@ impl ImageFormat {
             [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => ImageFormat::Gif,
             [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => ImageFormat::Webp,
             [b'B', b'M', ..] if bytes.len() >= 26 => ImageFormat::Bmp,
-            [b'I', b'I', 0x2A, 0x00, ..] | [b'M', b'M', 0x00, 0x2A, ..] => ImageFormat::Tiff,
+            [b'I', b'I', b'*' | b'+', 0, ..] | [b'M', b'M', 0, b'*' | b'+', ..] => {
+                ImageFormat::Tiff
+            }
             _ => ImageFormat::Unknown,
         }
     }
@@ -193,6 +195,22 @@ impl OwnedRecord {
             image: &self.image,
         }
     }
+}
+
+/// The fixed fields of a record, read without its path, image or CRC check: cheap, for
+/// statistics (`inspect`). Use [`decode_record`] for anything that trusts the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Class index, `None` for unlabeled data.
+    pub label: Option<u32>,
+    /// Width of the stored image in pixels.
+    pub width: u32,
+    /// Height of the stored image in pixels.
+    pub height: u32,
+    /// Real format of the image.
+    pub format: ImageFormat,
+    /// Bytes of the encoded image.
+    pub image_len: u32,
 }
 
 /// One index entry: where a record is and its label.
@@ -415,6 +433,43 @@ pub fn check_footer(path: &Path, bytes: &[u8]) -> Result<Footer, ShardError> {
 /// Where a record is, for error messages: `record 17 (offset 123456)`.
 pub(crate) fn record_what(index: u64, offset: u64) -> String {
     format!("record {index} (offset {offset})")
+}
+
+/// Parses the fixed fields of a record held in `bytes` (exactly the record's bytes), checking
+/// its tag and lengths but not its CRC.
+pub fn decode_record_meta(
+    path: &Path,
+    bytes: &[u8],
+    index: u64,
+    offset: u64,
+) -> Result<RecordMeta, ShardError> {
+    let corrupt = |detail: String| ShardError::Corrupt {
+        path: path.to_owned(),
+        what: record_what(index, offset),
+        detail,
+    };
+    if bytes.len() < MIN_RECORD_LEN || &bytes[..4] != RECORD_TAG {
+        return Err(corrupt("not a record: bad tag or too short".into()));
+    }
+    let record_len = le_u32(bytes, 4) as usize;
+    let path_len = usize::from(le_u16(bytes, 22));
+    let image_len = le_u32(bytes, 24);
+    if record_len != bytes.len()
+        || RECORD_FIXED_LEN + path_len + image_len as usize + RECORD_CRC_LEN != record_len
+    {
+        return Err(corrupt(format!(
+            "lengths disagree: record_len {record_len}, path_len {path_len}, image_len {image_len}, index {}",
+            bytes.len()
+        )));
+    }
+    let label = le_u32(bytes, 8);
+    Ok(RecordMeta {
+        label: (label != NO_LABEL).then_some(label),
+        width: le_u32(bytes, 12),
+        height: le_u32(bytes, 16),
+        format: ImageFormat::from_code(bytes[20]),
+        image_len,
+    })
 }
 
 /// Parses and checks one record held in `bytes` (exactly the record's bytes), numbered `index`

@@ -48,7 +48,7 @@ mod writer;
 pub use dataset::{verify_dataset, Dataset, Problem, VerifyReport};
 pub use dataset_writer::{shard_file_name, DatasetSpec, DatasetWriter, ShardLayout};
 pub use error::{ShardError, WriteError};
-pub use format::{ImageFormat, IndexEntry, OwnedRecord, Record};
+pub use format::{ImageFormat, IndexEntry, OwnedRecord, Record, RecordMeta};
 pub use manifest::{
     write_atomic, BuildParams, ClassEntry, Manifest, ShardEntry, SkippedInput, MANIFEST_FILE,
 };

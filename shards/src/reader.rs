@@ -4,8 +4,8 @@
 
 use crate::error::ShardError;
 use crate::format::{
-    check_footer, decode_index_entry, decode_record, IndexEntry, Record, HEADER_LEN,
-    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, INDEX_TAG, MIN_RECORD_LEN, NO_LABEL,
+    check_footer, decode_index_entry, decode_record, decode_record_meta, IndexEntry, Record,
+    RecordMeta, HEADER_LEN, INDEX_ENTRY_LEN, INDEX_HEADER_LEN, INDEX_TAG, MIN_RECORD_LEN, NO_LABEL,
 };
 use std::fs::File;
 use std::ops::Deref;
@@ -196,6 +196,19 @@ impl ShardReader {
             });
         }
         Ok(rec)
+    }
+
+    /// The fixed fields of record `i` (label, size, format), checking its tag and lengths but
+    /// not its CRC: cheap statistics. [`record`](Self::record) checks everything.
+    pub fn meta(&self, i: u64) -> Result<RecordMeta, ShardError> {
+        let e = self.entry(i)?;
+        let start = e.offset as usize;
+        decode_record_meta(
+            &self.path,
+            &self.bytes[start..start + e.len as usize],
+            i,
+            e.offset,
+        )
     }
 
     /// All records in order.

@@ -1,0 +1,461 @@
+//! End-to-end: the `shardfeed` binary on synthetic ImageNet-shaped folders, as a user runs it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shardfeed(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .args(args)
+        .output()
+        .expect("run shardfeed")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = shardfeed(args);
+    assert!(
+        out.status.success(),
+        "shardfeed {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = shardfeed(args);
+    assert!(!out.status.success(), "shardfeed {args:?} should fail");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small synthetic ILSVRC-shaped folder with the oddities ImageNet really holds.
+fn synth(dir: &Path, oddities: bool) -> PathBuf {
+    let images = dir.join("images");
+    let mut args = vec![
+        "synth",
+        s(&images),
+        "--classes",
+        "3",
+        "--per-class",
+        "8",
+        "--val-per-class",
+        "2",
+        "--seed",
+        "5",
+    ];
+    if oddities {
+        args.push("--oddities");
+    }
+    ok(&args);
+    images
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn synth_shard_inspect_verify_extract() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), true);
+    let out = t.path().join("shards");
+    let summary = ok(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&out),
+        "--shard-size",
+        "100KiB",
+    ]);
+    assert!(summary.contains("train: 24 images ->"), "{summary}");
+    assert!(summary.contains("val: 6 images ->"), "{summary}");
+
+    let m = manifest(&out.join("train"));
+    assert_eq!(m["format_version"], "1.0");
+    assert_eq!(m["records"], 24);
+    assert!(m["shards"].as_array().unwrap().len() > 1);
+    let classes: Vec<&str> = m["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["synset"].as_str().unwrap())
+        .collect();
+    let mut sorted = classes.clone();
+    sorted.sort();
+    assert_eq!(
+        classes, sorted,
+        "labels follow sorted synset order, like ImageFolder"
+    );
+    // The PNG named .JPEG is stored as what it is.
+    assert_eq!(m["formats"]["png"], 1, "{}", m["formats"]);
+    assert_eq!(
+        manifest(&out.join("val"))["classes"],
+        m["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c["records"] = serde_json::json!(2);
+                c
+            })
+            .collect::<serde_json::Value>()
+    );
+
+    let report = ok(&["inspect", s(&out)]);
+    assert!(report.contains("records   24 in"), "{report}");
+    assert!(
+        report.contains("classes   3 (8 to 8 records per class)"),
+        "{report}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", s(&out), "--json"])).unwrap();
+    assert_eq!(json[1]["split"], "val");
+
+    let verified = ok(&["verify", s(&out)]);
+    assert_eq!(verified.matches(": OK,").count(), 2, "{verified}");
+
+    // Extract by path and by index give the original file's bytes.
+    let original = images
+        .join("train")
+        .join(classes[1])
+        .join(format!("{}_3.JPEG", classes[1]));
+    let rel = format!("train/{}/{}_3.JPEG", classes[1], classes[1]);
+    let got = t.path().join("got.jpg");
+    ok(&[
+        "extract",
+        s(&out.join("train")),
+        "--path",
+        &rel,
+        "--out",
+        s(&got),
+    ]);
+    assert_eq!(fs::read(&got).unwrap(), fs::read(&original).unwrap());
+    let (_, err) = fails(&[
+        "extract",
+        s(&out.join("train")),
+        "--index",
+        "0",
+        "--out",
+        s(&got),
+    ]);
+    assert!(err.contains("exists"), "{err}");
+    ok(&[
+        "extract",
+        s(&out.join("train")),
+        "--index",
+        "0",
+        "--out",
+        s(&got),
+        "--force",
+    ]);
+}
+
+#[test]
+fn two_runs_are_byte_identical_whatever_the_worker_count() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), true);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    ok(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&a),
+        "--shards",
+        "3",
+        "--workers",
+        "1",
+    ]);
+    ok(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&b),
+        "--shards",
+        "3",
+        "--workers",
+        "4",
+    ]);
+    for split in ["train", "val"] {
+        let names: Vec<_> = fs::read_dir(a.join(split))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 4, "3 shards and the manifest");
+        for n in names {
+            assert_eq!(
+                fs::read(a.join(split).join(&n)).unwrap(),
+                fs::read(b.join(split).join(&n)).unwrap(),
+                "{n:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_flipped_byte_makes_verify_fail_naming_the_record() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&["shard", s(&images), "--out", s(&out), "--shards", "2"]);
+    let shard = out.join("train/shard-00001.sfs");
+    let mut bytes = fs::read(&shard).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    fs::write(&shard, &bytes).unwrap();
+    let (code, text) = fails(&["verify", s(&out)]);
+    assert_eq!(code, 1);
+    assert!(text.contains("shard-00001.sfs"), "{text}");
+    assert!(text.contains("checksum mismatch in record"), "{text}");
+    assert!(text.contains("global record"), "{text}");
+    assert!(text.contains("train/n"), "names the source path: {text}");
+    assert!(
+        text.contains("val: OK"),
+        "the other dataset is still checked: {text}"
+    );
+}
+
+#[test]
+fn a_truncated_shard_is_named_by_verify_and_inspect() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--shards",
+        "2",
+    ]);
+    let shard = out.join("shard-00000.sfs");
+    let bytes = fs::read(&shard).unwrap();
+    fs::write(&shard, &bytes[..bytes.len() - 100]).unwrap();
+    let (_, text) = fails(&["verify", s(&out)]);
+    assert!(text.contains("shard-00000.sfs: truncated shard"), "{text}");
+    let (code, text) = fails(&["inspect", s(&out)]);
+    assert_eq!(code, 2);
+    assert!(text.contains("shard-00000.sfs: truncated shard"), "{text}");
+}
+
+#[test]
+fn files_that_are_not_images_are_skipped_and_listed_or_fatal_with_strict() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let class_dir = fs::read_dir(images.join("train"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = fs::read(class_dir.join(format!(
+        "{}_1.JPEG",
+        class_dir.file_name().unwrap().to_str().unwrap()
+    )))
+    .unwrap();
+    fs::write(class_dir.join("empty.JPEG"), b"").unwrap();
+    fs::write(class_dir.join("notes.JPEG"), b"<html>not an image</html>").unwrap();
+    fs::write(class_dir.join("cut.JPEG"), &good[..good.len() / 2]).unwrap();
+
+    let out = t.path().join("shards");
+    let summary = ok(&["shard", s(&images), "--out", s(&out)]);
+    assert!(summary.contains("skipped 3"), "{summary}");
+    assert!(summary.contains("empty.JPEG: empty file"), "{summary}");
+    assert!(summary.contains("notes.JPEG: not an image"), "{summary}");
+    assert!(summary.contains("cut.JPEG: truncated JPEG"), "{summary}");
+    let m = manifest(&out.join("train"));
+    assert_eq!(m["records"], 24);
+    let skipped: Vec<&str> = m["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 3);
+    assert!(skipped.iter().all(|p| p.starts_with("train/n")));
+
+    let strict_out = t.path().join("strict");
+    let (code, text) = fails(&["shard", s(&images), "--out", s(&strict_out), "--strict"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--strict"), "{text}");
+    assert!(text.contains(".JPEG: "), "names the file: {text}");
+    assert!(!strict_out.join("train/manifest.json").exists());
+    assert!(!strict_out.join("train").exists(), "partial output removed");
+}
+
+#[test]
+fn empty_missing_and_unlabelled_inputs_are_clear_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let (_, text) = fails(&["shard", s(&t.path().join("nope")), "--out", s(&out)]);
+    assert!(text.contains("nope: no such directory"), "{text}");
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let (_, text) = fails(&["shard", s(&empty), "--out", s(&out)]);
+    assert!(text.contains("no class folders found"), "{text}");
+    // A folder of only non-images.
+    let junk = t.path().join("junk/n00000001");
+    fs::create_dir_all(&junk).unwrap();
+    fs::write(junk.join("a.JPEG"), b"hello").unwrap();
+    let (_, text) = fails(&["shard", s(&t.path().join("junk")), "--out", s(&out)]);
+    assert!(
+        text.contains("none of the 1 inputs is a usable image"),
+        "{text}"
+    );
+    assert!(!out.join("manifest.json").exists());
+    let (_, text) = fails(&["inspect", s(&empty)]);
+    assert!(text.contains("no manifest.json"), "{text}");
+}
+
+#[test]
+fn an_existing_dataset_is_kept_unless_forced() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&["shard", s(&images), "--out", s(&out)]);
+    let before = fs::read(out.join("train/manifest.json")).unwrap();
+    let (_, text) = fails(&["shard", s(&images), "--out", s(&out), "--seed", "9"]);
+    assert!(text.contains("already holds a dataset"), "{text}");
+    assert_eq!(fs::read(out.join("train/manifest.json")).unwrap(), before);
+    ok(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&out),
+        "--seed",
+        "9",
+        "--force",
+    ]);
+    assert_ne!(fs::read(out.join("train/manifest.json")).unwrap(), before);
+    ok(&["verify", s(&out)]);
+}
+
+#[test]
+fn reencode_mode_shrinks_to_baseline_jpeg() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), true);
+    let out = t.path().join("ffcv");
+    let summary = ok(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--max-side",
+        "128",
+        "--quality",
+        "80",
+    ]);
+    assert!(summary.contains("mode reencode"), "{summary}");
+    let m = manifest(&out);
+    assert_eq!(m["params"]["max_side"], 128);
+    assert_eq!(m["params"]["quality"], 80);
+    assert_eq!(m["formats"], serde_json::json!({"jpeg": 24}));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", s(&out), "--json"])).unwrap();
+    let sizes = json[0]["common_sizes"].as_array().unwrap();
+    for sz in sizes {
+        let (w, h) = sz[0].as_str().unwrap().split_once('x').unwrap();
+        let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
+        assert!(w.max(h) <= 128 && w.max(h) >= 100, "{w}x{h}");
+    }
+    ok(&["verify", s(&out)]);
+}
+
+#[test]
+fn a_flat_val_folder_is_labelled_from_devkit_or_kaggle_files() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    // Re-lay val/ as ILSVRC2012 does: one flat folder, labels in a separate file.
+    let mut val: Vec<(PathBuf, String)> = Vec::new();
+    for c in fs::read_dir(images.join("val")).unwrap() {
+        let c = c.unwrap().path();
+        for f in fs::read_dir(&c).unwrap() {
+            val.push((
+                f.unwrap().path(),
+                c.file_name().unwrap().to_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    val.sort();
+    let flat = t.path().join("ilsvrc");
+    fs::create_dir_all(flat.join("val")).unwrap();
+    fs::rename(images.join("train"), flat.join("train")).unwrap();
+    let mut synsets: Vec<String> = val.iter().map(|v| v.1.clone()).collect();
+    synsets.dedup();
+    // The devkit's IDs are not in sorted order: make ID 1 the last synset.
+    let id_order: Vec<String> = synsets.iter().rev().cloned().collect();
+    let (mut truth, mut csv) = (String::new(), String::from("ImageId,PredictionString\n"));
+    for (k, (path, synset)) in val.iter().enumerate() {
+        let name = format!("ILSVRC2012_val_{:08}", k + 1);
+        fs::copy(path, flat.join("val").join(format!("{name}.JPEG"))).unwrap();
+        let id = id_order.iter().position(|s| s == synset).unwrap() + 1;
+        truth.push_str(&format!("{id}\n"));
+        csv.push_str(&format!("{name},{synset} 1 2 3 4\n"));
+    }
+    fs::write(t.path().join("gt.txt"), truth).unwrap();
+    fs::write(t.path().join("map.txt"), id_order.join("\n")).unwrap();
+    fs::write(t.path().join("LOC_val_solution.csv"), csv).unwrap();
+
+    let (_, text) = fails(&["shard", s(&flat), "--out", s(&t.path().join("x"))]);
+    assert!(text.contains("--val-labels"), "{text}");
+
+    let mut labels = Vec::new();
+    for (name, extra) in [
+        (
+            "devkit",
+            vec![
+                "--val-labels".to_string(),
+                s(&t.path().join("gt.txt")).to_owned(),
+                "--synset-map".into(),
+                s(&t.path().join("map.txt")).to_owned(),
+            ],
+        ),
+        (
+            "kaggle",
+            vec![
+                "--val-labels".to_string(),
+                s(&t.path().join("LOC_val_solution.csv")).to_owned(),
+            ],
+        ),
+    ] {
+        let out = t.path().join(name);
+        let mut args = vec![
+            "shard".to_string(),
+            s(&flat).into(),
+            "--out".into(),
+            s(&out).into(),
+            "--no-shuffle".into(),
+        ];
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&args);
+        let ds = shardfeed::shards::Dataset::open(out.join("val")).unwrap();
+        assert_eq!(ds.len(), 6);
+        let got: Vec<(String, String)> = (0..ds.len())
+            .map(|g| {
+                let r = ds.record(g).unwrap();
+                (
+                    r.path.to_owned(),
+                    ds.manifest().classes[r.label.unwrap() as usize]
+                        .synset
+                        .clone(),
+                )
+            })
+            .collect();
+        for (k, (path, synset)) in got.iter().enumerate() {
+            assert_eq!(path, &format!("val/ILSVRC2012_val_{:08}.JPEG", k + 1));
+            assert_eq!(synset, &val[k].1, "{name}: image {k}");
+        }
+        labels.push(got);
+    }
+    assert_eq!(labels[0], labels[1]);
+}

@@ -47,6 +47,16 @@ pub enum DecodeError {
         /// fast_image_resize's message.
         detail: String,
     },
+    /// A region to decode does not lie inside the image.
+    #[error("region {region:?} does not lie inside the {width}x{height} image")]
+    Region {
+        /// The region asked for.
+        region: crate::plan::CropBox,
+        /// The image's width.
+        width: u32,
+        /// The image's height.
+        height: u32,
+    },
     /// The JPEG encoder failed.
     #[error("JPEG encode failed: {detail}")]
     Encode {

@@ -46,8 +46,12 @@
 mod decode;
 mod format;
 mod jpeg;
+pub mod plan;
 mod probe;
 mod reencode;
+mod region;
+mod sample_rng;
+mod transform;
 
 #[cfg(test)]
 mod test_util;
@@ -55,5 +59,12 @@ mod test_util;
 pub use decode::{decode_rgb, decode_rgb_into, DecodeError, RgbImage};
 pub use format::ImageFormat;
 pub use jpeg::JpegPart;
+pub use plan::{CropBox, SourceRegion};
 pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
+pub use region::{DecodedRegion, ImageSize, RegionDecoder};
+pub use sample_rng::SampleRng;
+pub use transform::{
+    Applied, AugmentError, Augmenter, SampleKey, TrainTransform, Transform, TransformError,
+    ValTransform,
+};

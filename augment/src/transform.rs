@@ -1,0 +1,465 @@
+//! The training and validation transforms, applied by an [`Augmenter`] straight into a slot of a
+//! batch buffer: decode what the crop needs, resize it with fast_image_resize (Pillow's
+//! antialiased bilinear filter, as torchvision uses on PIL images), flip.
+
+use fast_image_resize::images::{CroppedImage, Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::decode::DecodeError;
+use crate::plan::{center_crop_region, random_resized_crop, CropBox, SourceRegion};
+use crate::region::{ImageSize, RegionDecoder};
+use crate::sample_rng::SampleRng;
+
+/// torchvision's `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip(p)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainTransform {
+    /// Output side in pixels (square output).
+    pub size: u32,
+    /// Range of the crop's area as a fraction of the image's (torchvision: `(0.08, 1.0)`).
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio, width / height (torchvision: `(3/4, 4/3)`).
+    pub ratio: (f64, f64),
+    /// Probability of a horizontal flip (torchvision: 0.5).
+    pub flip_probability: f64,
+}
+
+impl TrainTransform {
+    /// torchvision's defaults at output size `size`.
+    pub fn new(size: u32) -> Self {
+        TrainTransform {
+            size,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_probability: 0.5,
+        }
+    }
+}
+
+/// torchvision's `Resize(resize)` (shorter side) then `CenterCrop(size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValTransform {
+    /// Output side in pixels (square output).
+    pub size: u32,
+    /// The shorter side before the centre crop (ImageNet: 256 for 224, ratio 0.875).
+    pub resize: u32,
+}
+
+impl ValTransform {
+    /// The usual ImageNet evaluation transform at output size `size`: resize to
+    /// `round(size / 0.875)`, then centre-crop `size`.
+    pub fn new(size: u32) -> Self {
+        ValTransform {
+            size,
+            resize: (f64::from(size) / 0.875).round() as u32,
+        }
+    }
+}
+
+/// What to do to each image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    /// Random crop and flip.
+    Train(TrainTransform),
+    /// Deterministic resize and centre crop.
+    Val(ValTransform),
+}
+
+/// Why a [`Transform`] is not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransformError {
+    /// Output size 0, or too large.
+    #[error("invalid output size {0}: must be 1..=4096")]
+    Size(u32),
+    /// `scale` is not an ordered pair in `(0, +inf)`.
+    #[error("invalid scale range {0:?}: need 0 < min <= max")]
+    Scale((f64, f64)),
+    /// `ratio` is not an ordered pair in `(0, +inf)`.
+    #[error("invalid ratio range {0:?}: need 0 < min <= max")]
+    Ratio((f64, f64)),
+    /// The flip probability is outside `[0, 1]`.
+    #[error("invalid flip probability {0}: must be in [0, 1]")]
+    FlipProbability(f64),
+    /// The resize is smaller than the crop.
+    #[error("invalid resize {resize} for a centre crop of {size}: must be at least the crop")]
+    Resize {
+        /// The shorter side after resizing.
+        resize: u32,
+        /// The crop.
+        size: u32,
+    },
+}
+
+impl Transform {
+    /// Output side in pixels.
+    pub fn size(&self) -> u32 {
+        match self {
+            Transform::Train(t) => t.size,
+            Transform::Val(v) => v.size,
+        }
+    }
+
+    /// Bytes of one output image: `size * size * 3`.
+    pub fn output_len(&self) -> usize {
+        let side = self.size() as usize;
+        side * side * 3
+    }
+
+    /// Checks the parameters.
+    ///
+    /// # Errors
+    ///
+    /// The first [`TransformError`] found.
+    pub fn validate(&self) -> Result<(), TransformError> {
+        let size = self.size();
+        if !(1..=4096).contains(&size) {
+            return Err(TransformError::Size(size));
+        }
+        let ordered_positive = |(a, b): (f64, f64)| a > 0.0 && a <= b && b.is_finite();
+        match self {
+            Transform::Train(t) => {
+                if !ordered_positive(t.scale) {
+                    return Err(TransformError::Scale(t.scale));
+                }
+                if !ordered_positive(t.ratio) {
+                    return Err(TransformError::Ratio(t.ratio));
+                }
+                if !(0.0..=1.0).contains(&t.flip_probability) {
+                    return Err(TransformError::FlipProbability(t.flip_probability));
+                }
+            }
+            Transform::Val(v) => {
+                if v.resize < v.size {
+                    return Err(TransformError::Resize {
+                        resize: v.resize,
+                        size: v.size,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why one image could not be augmented.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AugmentError {
+    /// The image does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The transform's parameters are invalid.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// The output slot has the wrong length.
+    #[error("output slot holds {actual} bytes, the transform writes {expected}")]
+    Slot {
+        /// `size * size * 3`.
+        expected: usize,
+        /// What was passed.
+        actual: usize,
+    },
+    /// fast_image_resize refused the resize.
+    #[error("resize failed: {0}")]
+    Resize(String),
+}
+
+/// What [`Augmenter::apply`] did to one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Applied {
+    /// The source image's size.
+    pub image: ImageSize,
+    /// The integer crop (train), or the smallest integer box around the source region (val).
+    pub crop: CropBox,
+    /// Whether the output was flipped horizontally.
+    pub flipped: bool,
+}
+
+/// The identity of one sample's randomness: (seed, epoch, index in the epoch's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// The sample's index in the epoch (its position in the global order).
+    pub index: u64,
+}
+
+impl SampleKey {
+    /// The random numbers of this sample.
+    pub fn rng(&self) -> SampleRng {
+        SampleRng::for_sample(self.seed, self.epoch, self.index)
+    }
+}
+
+/// Applies transforms, one image at a time, into caller-owned output slots. Keep one per worker
+/// thread: it owns the decoder, the resizer and their buffers, so the steady state allocates no
+/// pixel buffers.
+#[derive(Debug, Default)]
+pub struct Augmenter {
+    decoder: RegionDecoder,
+    resizer: Resizer,
+}
+
+/// The plan for one image: which pixels to decode, what to resize onto the output, flip or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    decode: CropBox,
+    resize: ResizeSource,
+    flip: bool,
+}
+
+/// What the resize reads: exactly an integer box (train: crop, then resize), or a real-valued
+/// region with the filter free to read the pixels around it (val: resize, then crop).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ResizeSource {
+    Cropped(CropBox),
+    Region(SourceRegion),
+}
+
+fn plan(transform: &Transform, image: ImageSize, key: SampleKey) -> Plan {
+    match transform {
+        Transform::Train(t) => {
+            let mut rng = key.rng();
+            let crop = random_resized_crop(&mut rng, image.width, image.height, t.scale, t.ratio);
+            let flip = rng.next_f64() < t.flip_probability;
+            Plan {
+                decode: crop,
+                resize: ResizeSource::Cropped(crop),
+                flip,
+            }
+        }
+        Transform::Val(v) => {
+            let region = center_crop_region(image.width, image.height, v.resize, v.size);
+            // The bilinear filter reads up to `scale` pixels beyond the region on each side.
+            let support_x = (region.width / f64::from(v.size)).max(1.0);
+            let support_y = (region.height / f64::from(v.size)).max(1.0);
+            let left = (region.left - support_x - 1.0).floor().max(0.0) as u32;
+            let top = (region.top - support_y - 1.0).floor().max(0.0) as u32;
+            let right =
+                ((region.left + region.width + support_x + 1.0).ceil() as u32).min(image.width);
+            let bottom =
+                ((region.top + region.height + support_y + 1.0).ceil() as u32).min(image.height);
+            Plan {
+                decode: CropBox {
+                    left,
+                    top,
+                    width: right.saturating_sub(left).max(1),
+                    height: bottom.saturating_sub(top).max(1),
+                },
+                resize: ResizeSource::Region(region),
+                flip: false,
+            }
+        }
+    }
+}
+
+impl Augmenter {
+    /// An augmenter with empty buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes `image`, applies `transform` with the randomness of `key`, and writes
+    /// `size * size * 3` bytes of RGB8 (HWC) into `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`AugmentError::Slot`] when `out` has the wrong length, [`AugmentError::Transform`] for
+    /// invalid parameters, [`AugmentError::Decode`] when the image does not decode. `out` is
+    /// unspecified after an error.
+    pub fn apply(
+        &mut self,
+        image: &[u8],
+        transform: &Transform,
+        key: SampleKey,
+        out: &mut [u8],
+    ) -> Result<Applied, AugmentError> {
+        transform.validate()?;
+        let expected = transform.output_len();
+        if out.len() != expected {
+            return Err(AugmentError::Slot {
+                expected,
+                actual: out.len(),
+            });
+        }
+        let size = self.decoder.size(image)?;
+        let plan = plan(transform, size, key);
+        let decoded = self.decoder.decode(image, Some(plan.decode))?;
+        let resize_error = |e: &dyn std::fmt::Display| AugmentError::Resize(e.to_string());
+        let src = ImageRef::new(
+            decoded.width,
+            decoded.height,
+            decoded.pixels,
+            PixelType::U8x3,
+        )
+        .map_err(|e| resize_error(&e))?;
+        let side = transform.size();
+        let mut dst =
+            Image::from_slice_u8(side, side, out, PixelType::U8x3).map_err(|e| resize_error(&e))?;
+        let bilinear =
+            ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        match plan.resize {
+            ResizeSource::Cropped(crop) => {
+                let local = decoded.local(crop).ok_or(DecodeError::Region {
+                    region: crop,
+                    width: size.width,
+                    height: size.height,
+                })?;
+                let view =
+                    CroppedImage::new(&src, local.left, local.top, local.width, local.height)
+                        .map_err(|e| resize_error(&e))?;
+                self.resizer
+                    .resize(&view, &mut dst, &bilinear)
+                    .map_err(|e| resize_error(&e))?;
+            }
+            ResizeSource::Region(region) => {
+                let options = bilinear.crop(
+                    region.left - f64::from(decoded.origin_x),
+                    region.top - f64::from(decoded.origin_y),
+                    region.width,
+                    region.height,
+                );
+                self.resizer
+                    .resize(&src, &mut dst, &options)
+                    .map_err(|e| resize_error(&e))?;
+            }
+        }
+        if plan.flip {
+            flip_horizontal(out, side as usize);
+        }
+        let crop = match plan.resize {
+            ResizeSource::Cropped(crop) => crop,
+            ResizeSource::Region(r) => {
+                let left = r.left.floor() as u32;
+                let top = r.top.floor() as u32;
+                CropBox {
+                    left,
+                    top,
+                    width: ((r.left + r.width).ceil() as u32).min(size.width) - left,
+                    height: ((r.top + r.height).ceil() as u32).min(size.height) - top,
+                }
+            }
+        };
+        Ok(Applied {
+            image: size,
+            crop,
+            flipped: plan.flip,
+        })
+    }
+
+    /// Decodes the whole image and nothing more (the `--decode-only` baseline); returns its size.
+    ///
+    /// # Errors
+    ///
+    /// [`AugmentError::Decode`] when the image does not decode.
+    pub fn decode_only(&mut self, image: &[u8]) -> Result<ImageSize, AugmentError> {
+        Ok(self.decoder.decode(image, None)?.image)
+    }
+}
+
+/// Mirrors each row of a `side` x `side` RGB8 image in place.
+fn flip_horizontal(pixels: &mut [u8], side: usize) {
+    for row in pixels.chunks_exact_mut(side * 3) {
+        let (mut i, mut j) = (0, side - 1);
+        while i < j {
+            for c in 0..3 {
+                row.swap(i * 3 + c, j * 3 + c);
+            }
+            i += 1;
+            j -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{gradient_rgb, jpeg_rgb};
+
+    #[test]
+    fn flip_mirrors_rows() {
+        let mut px: Vec<u8> = (0..2 * 2 * 3).map(|v| v as u8).collect();
+        flip_horizontal(&mut px, 2);
+        assert_eq!(px, [3, 4, 5, 0, 1, 2, 9, 10, 11, 6, 7, 8]);
+    }
+
+    #[test]
+    fn apply_is_a_pure_function_of_the_key() {
+        let jpeg = jpeg_rgb(&gradient_rgb(120, 90), 120, 90);
+        let t = Transform::Train(TrainTransform::new(32));
+        let mut a = Augmenter::new();
+        let mut b = Augmenter::new();
+        let mut out_a = vec![0; t.output_len()];
+        let mut out_b = vec![0; t.output_len()];
+        for index in 0..20 {
+            let key = SampleKey {
+                seed: 3,
+                epoch: 1,
+                index,
+            };
+            let applied_a = a.apply(&jpeg, &t, key, &mut out_a).expect("augments");
+            let applied_b = b.apply(&jpeg, &t, key, &mut out_b).expect("augments");
+            assert_eq!(applied_a, applied_b);
+            assert_eq!(out_a, out_b);
+        }
+    }
+
+    #[test]
+    fn val_is_deterministic_and_centred() {
+        let jpeg = jpeg_rgb(&gradient_rgb(160, 120), 160, 120);
+        let t = Transform::Val(ValTransform::new(64));
+        let mut aug = Augmenter::new();
+        let mut out = vec![0; t.output_len()];
+        let applied = aug
+            .apply(
+                &jpeg,
+                &t,
+                SampleKey {
+                    seed: 0,
+                    epoch: 0,
+                    index: 0,
+                },
+                &mut out,
+            )
+            .expect("augments");
+        assert!(!applied.flipped);
+        assert_eq!(
+            applied.image,
+            ImageSize {
+                width: 160,
+                height: 120
+            }
+        );
+    }
+
+    #[test]
+    fn bad_slots_and_parameters_are_errors() {
+        let jpeg = jpeg_rgb(&gradient_rgb(16, 16), 16, 16);
+        let mut aug = Augmenter::new();
+        let key = SampleKey {
+            seed: 0,
+            epoch: 0,
+            index: 0,
+        };
+        let t = Transform::Train(TrainTransform::new(8));
+        assert_eq!(
+            aug.apply(&jpeg, &t, key, &mut [0; 10]),
+            Err(AugmentError::Slot {
+                expected: 192,
+                actual: 10
+            })
+        );
+        let bad = Transform::Train(TrainTransform {
+            scale: (0.5, 0.1),
+            ..TrainTransform::new(8)
+        });
+        assert!(matches!(
+            aug.apply(&jpeg, &bad, key, &mut [0; 192]),
+            Err(AugmentError::Transform(TransformError::Scale(_)))
+        ));
+        assert!(matches!(
+            aug.apply(b"not an image", &t, key, &mut [0; 192]),
+            Err(AugmentError::Decode(_))
+        ));
+    }
+}

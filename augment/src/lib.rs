@@ -65,6 +65,6 @@ pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
 pub use region::{DecodedRegion, ImageSize, RegionDecoder};
 pub use sample_rng::SampleRng;
 pub use transform::{
-    Applied, AugmentError, Augmenter, SampleKey, TrainTransform, Transform, TransformError,
-    ValTransform,
+    Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,
+    TransformError, ValTransform,
 };

@@ -2,6 +2,8 @@
 //! batch buffer: decode what the crop needs, resize it with fast_image_resize (Pillow's
 //! antialiased bilinear filter, as torchvision uses on PIL images), flip.
 
+use std::time::{Duration, Instant};
+
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
@@ -198,6 +200,18 @@ impl SampleKey {
 pub struct Augmenter {
     decoder: RegionDecoder,
     resizer: Resizer,
+    times: StageTimes,
+}
+
+/// Time spent in each stage of [`Augmenter::apply`], summed over calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Reading headers and decoding pixels.
+    pub decode: Duration,
+    /// Resizing and flipping into the output slot.
+    pub resize: Duration,
+    /// Images counted.
+    pub images: u64,
 }
 
 /// The plan for one image: which pixels to decode, what to resize onto the output, flip or not.
@@ -282,9 +296,12 @@ impl Augmenter {
                 actual: out.len(),
             });
         }
+        let started = Instant::now();
         let size = self.decoder.size(image)?;
         let plan = plan(transform, size, key);
         let decoded = self.decoder.decode(image, Some(plan.decode))?;
+        let decoded_at = Instant::now();
+        self.times.decode += decoded_at - started;
         let resize_error = |e: &dyn std::fmt::Display| AugmentError::Resize(e.to_string());
         let src = ImageRef::new(
             decoded.width,
@@ -327,6 +344,8 @@ impl Augmenter {
         if plan.flip {
             flip_horizontal(out, side as usize);
         }
+        self.times.resize += decoded_at.elapsed();
+        self.times.images += 1;
         let crop = match plan.resize {
             ResizeSource::Cropped(crop) => crop,
             ResizeSource::Region(r) => {
@@ -353,7 +372,16 @@ impl Augmenter {
     ///
     /// [`AugmentError::Decode`] when the image does not decode.
     pub fn decode_only(&mut self, image: &[u8]) -> Result<ImageSize, AugmentError> {
-        Ok(self.decoder.decode(image, None)?.image)
+        let started = Instant::now();
+        let size = self.decoder.decode(image, None)?.image;
+        self.times.decode += started.elapsed();
+        self.times.images += 1;
+        Ok(size)
+    }
+
+    /// The time spent per stage since the last call (or since creation), then resets it.
+    pub fn take_stage_times(&mut self) -> StageTimes {
+        std::mem::take(&mut self.times)
     }
 }
 

@@ -15,8 +15,14 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
-# The C toolchain some crates' build scripts need.
-if ! command -v cc >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+# The C toolchain some crates' build scripts need, and what libjpeg-turbo's vendored build
+# (turbojpeg-sys) needs: cmake, and nasm for its SIMD kernels (the build fails without them
+# rather than silently building a slow decoder).
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v nasm >/dev/null 2>&1 || missing+=(nasm)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

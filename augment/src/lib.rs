@@ -16,6 +16,11 @@
 //! - [`Reencoder`]: FFCV-style re-encoding to a baseline 4:2:0 RGB JPEG whose longer side is at
 //!   most [`ReencodeOptions::max_side`]; it owns its resizer and buffers, so keep one per thread.
 //!
+//! - [`Augmenter`]: the training and validation transforms ([`Transform`]), straight into a
+//!   caller-owned output slot. Its [`RegionDecoder`] decodes only what a crop needs: JPEGs
+//!   through libjpeg-turbo's crop-aware decoder ([`JpegBackend::Turbo`], the default) or whole
+//!   through zune-jpeg ([`JpegBackend::Zune`]).
+//!
 //! All functions work on `&[u8]`; reading files is the caller's business.
 //!
 //! # Example
@@ -52,6 +57,7 @@ mod reencode;
 mod region;
 mod sample_rng;
 mod transform;
+mod turbo;
 
 #[cfg(test)]
 mod test_util;
@@ -62,7 +68,7 @@ pub use jpeg::JpegPart;
 pub use plan::{CropBox, SourceRegion};
 pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
-pub use region::{DecodedRegion, ImageSize, RegionDecoder};
+pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder};
 pub use sample_rng::SampleRng;
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,

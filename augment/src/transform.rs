@@ -273,6 +273,14 @@ impl Augmenter {
         Self::default()
     }
 
+    /// An augmenter whose JPEGs go through `backend`.
+    pub fn with_backend(backend: crate::JpegBackend) -> Self {
+        Augmenter {
+            decoder: RegionDecoder::with_backend(backend),
+            ..Self::default()
+        }
+    }
+
     /// Decodes `image`, applies `transform` with the randomness of `key`, and writes
     /// `size * size * 3` bytes of RGB8 (HWC) into `out`.
     ///

@@ -59,12 +59,12 @@ mod test_util;
 pub use decode::{decode_rgb, decode_rgb_into, DecodeError, RgbImage};
 pub use format::ImageFormat;
 pub use jpeg::JpegPart;
-pub use plan::{CropBox, SourceRegion};
+pub use plan::{AugmentPlan, CropBox, RandomCrop, ResizeSource, SourceRegion};
 pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
 pub use region::{DecodedRegion, ImageSize, RegionDecoder};
 pub use sample_rng::SampleRng;
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,
-    TransformError, ValTransform,
+    TransformError, ValTransform, MAX_OUTPUT_SIZE,
 };

@@ -8,9 +8,14 @@ use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::decode::DecodeError;
-use crate::plan::{center_crop_region, random_resized_crop, CropBox, SourceRegion};
-use crate::region::{ImageSize, RegionDecoder};
+use crate::plan::{
+    center_crop_region, random_resized_crop, AugmentPlan, CropBox, ResizeSource, SourceRegion,
+};
+use crate::region::{DecodedRegion, ImageSize, RegionDecoder};
 use crate::sample_rng::SampleRng;
+
+/// The largest output side accepted, in pixels.
+pub const MAX_OUTPUT_SIZE: u32 = 4096;
 
 /// torchvision's `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip(p)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,7 +118,7 @@ impl Transform {
     /// The first [`TransformError`] found.
     pub fn validate(&self) -> Result<(), TransformError> {
         let size = self.size();
-        if !(1..=4096).contains(&size) {
+        if !(1..=MAX_OUTPUT_SIZE).contains(&size) {
             return Err(TransformError::Size(size));
         }
         let ordered_positive = |(a, b): (f64, f64)| a > 0.0 && a <= b && b.is_finite();
@@ -162,6 +167,15 @@ pub enum AugmentError {
     /// fast_image_resize refused the resize.
     #[error("resize failed: {0}")]
     Resize(String),
+    /// A plan given to [`Augmenter::apply_plan`] or [`Augmenter::resize_decoded`] does not fit
+    /// the image.
+    #[error("invalid augment plan {plan:?}: {reason}")]
+    Plan {
+        /// The plan.
+        plan: AugmentPlan,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// What [`Augmenter::apply`] did to one image.
@@ -214,54 +228,37 @@ pub struct StageTimes {
     pub images: u64,
 }
 
-/// The plan for one image: which pixels to decode, what to resize onto the output, flip or not.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Plan {
-    decode: CropBox,
-    resize: ResizeSource,
-    flip: bool,
-}
-
-/// What the resize reads: exactly an integer box (train: crop, then resize), or a real-valued
-/// region with the filter free to read the pixels around it (val: resize, then crop).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum ResizeSource {
-    Cropped(CropBox),
-    Region(SourceRegion),
-}
-
-fn plan(transform: &Transform, image: ImageSize, key: SampleKey) -> Plan {
-    match transform {
-        Transform::Train(t) => {
-            let mut rng = key.rng();
-            let crop = random_resized_crop(&mut rng, image.width, image.height, t.scale, t.ratio);
-            let flip = rng.next_f64() < t.flip_probability;
-            Plan {
-                decode: crop,
-                resize: ResizeSource::Cropped(crop),
-                flip,
+impl Transform {
+    /// What to do to an image of size `image` for the sample `key`: a pure function, so the same
+    /// (transform, size, key) always gives the same plan, whatever thread or machine runs it.
+    ///
+    /// Train: [`random_resized_crop`] and a flip drawn with probability `flip_probability`, in
+    /// torchvision's order, from `key`'s [`SampleRng`]. Val: the region `Resize(resize)` then
+    /// `CenterCrop(size)` keep ([`center_crop_region`]), never flipped. The transform should be
+    /// valid ([`Transform::validate`]).
+    ///
+    /// ```
+    /// use shardfeed_augment::plan::ResizeSource;
+    /// use shardfeed_augment::{ImageSize, SampleKey, Transform, ValTransform};
+    ///
+    /// let val = Transform::Val(ValTransform::new(224));
+    /// let key = SampleKey { seed: 0, epoch: 0, index: 0 };
+    /// let plan = val.plan(ImageSize { width: 500, height: 375 }, key);
+    /// assert_eq!((plan.size, plan.flip), (224, false));
+    /// assert!(matches!(plan.resize, ResizeSource::Region(_)));
+    /// ```
+    pub fn plan(&self, image: ImageSize, key: SampleKey) -> AugmentPlan {
+        match self {
+            Transform::Train(t) => {
+                let mut rng = key.rng();
+                let crop =
+                    random_resized_crop(&mut rng, image.width, image.height, t.scale, t.ratio);
+                let flip = rng.next_f64() < t.flip_probability;
+                AugmentPlan::crop(crop, t.size, flip)
             }
-        }
-        Transform::Val(v) => {
-            let region = center_crop_region(image.width, image.height, v.resize, v.size);
-            // The bilinear filter reads up to `scale` pixels beyond the region on each side.
-            let support_x = (region.width / f64::from(v.size)).max(1.0);
-            let support_y = (region.height / f64::from(v.size)).max(1.0);
-            let left = (region.left - support_x - 1.0).floor().max(0.0) as u32;
-            let top = (region.top - support_y - 1.0).floor().max(0.0) as u32;
-            let right =
-                ((region.left + region.width + support_x + 1.0).ceil() as u32).min(image.width);
-            let bottom =
-                ((region.top + region.height + support_y + 1.0).ceil() as u32).min(image.height);
-            Plan {
-                decode: CropBox {
-                    left,
-                    top,
-                    width: right.saturating_sub(left).max(1),
-                    height: bottom.saturating_sub(top).max(1),
-                },
-                resize: ResizeSource::Region(region),
-                flip: false,
+            Transform::Val(v) => {
+                let region = center_crop_region(image.width, image.height, v.resize, v.size);
+                AugmentPlan::region(region, image, v.size)
             }
         }
     }
@@ -276,6 +273,22 @@ impl Augmenter {
     /// Decodes `image`, applies `transform` with the randomness of `key`, and writes
     /// `size * size * 3` bytes of RGB8 (HWC) into `out`.
     ///
+    /// ```
+    /// use shardfeed_augment::{Augmenter, SampleKey, TrainTransform, Transform};
+    /// # let mut jpeg = Vec::new();
+    /// # jpeg_encoder::Encoder::new(&mut jpeg, 90)
+    /// #     .encode(&vec![120; 64 * 48 * 3], 64, 48, jpeg_encoder::ColorType::Rgb)?;
+    /// let mut augmenter = Augmenter::new();
+    /// let train = Transform::Train(TrainTransform::new(32));
+    /// let mut batch = vec![0_u8; 4 * train.output_len()];
+    /// for (index, slot) in batch.chunks_exact_mut(train.output_len()).enumerate() {
+    ///     let key = SampleKey { seed: 7, epoch: 0, index: index as u64 };
+    ///     let applied = augmenter.apply(&jpeg, &train, key, slot)?;
+    ///     assert!(applied.crop.right() <= 64 && applied.crop.bottom() <= 48);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`AugmentError::Slot`] when `out` has the wrong length, [`AugmentError::Transform`] for
@@ -289,79 +302,105 @@ impl Augmenter {
         out: &mut [u8],
     ) -> Result<Applied, AugmentError> {
         transform.validate()?;
-        let expected = transform.output_len();
-        if out.len() != expected {
-            return Err(AugmentError::Slot {
-                expected,
-                actual: out.len(),
-            });
-        }
+        check_slot(transform.size(), out)?;
         let started = Instant::now();
         let size = self.decoder.size(image)?;
-        let plan = plan(transform, size, key);
+        let plan = transform.plan(size, key);
+        self.decode_and_resize(image, &plan, started, out)
+    }
+
+    /// Carries out a given plan on `image`: decodes `plan.decode`, resizes `plan.resize` onto
+    /// the `plan.size` x `plan.size` slot `out`, flips if `plan.flip`. [`Augmenter::apply`] is
+    /// `apply_plan` of [`Transform::plan`]; this entry point is for crops chosen elsewhere (a
+    /// replay, a golden test against torchvision with its own boxes).
+    ///
+    /// ```
+    /// use shardfeed_augment::plan::AugmentPlan;
+    /// use shardfeed_augment::{Augmenter, CropBox};
+    /// # let mut jpeg = Vec::new();
+    /// # jpeg_encoder::Encoder::new(&mut jpeg, 90)
+    /// #     .encode(&vec![120; 64 * 48 * 3], 64, 48, jpeg_encoder::ColorType::Rgb)?;
+    /// let crop = CropBox { left: 10, top: 5, width: 30, height: 20 };
+    /// let mut out = vec![0_u8; 16 * 16 * 3];
+    /// let applied = Augmenter::new().apply_plan(&jpeg, &AugmentPlan::crop(crop, 16, true), &mut out)?;
+    /// assert_eq!((applied.crop, applied.flipped), (crop, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`AugmentError::Slot`], [`AugmentError::Transform`] for a size outside `1..=4096`,
+    /// [`AugmentError::Decode`] when the image does not decode or `plan.decode` is not inside it
+    /// ([`DecodeError::Region`]), [`AugmentError::Plan`] when what the resize reads is empty, not
+    /// finite, or outside the decoded pixels.
+    pub fn apply_plan(
+        &mut self,
+        image: &[u8],
+        plan: &AugmentPlan,
+        out: &mut [u8],
+    ) -> Result<Applied, AugmentError> {
+        check_slot(plan.size, out)?;
+        let started = Instant::now();
+        self.decode_and_resize(image, plan, started, out)
+    }
+
+    /// The resize and flip of `plan` alone, from pixels decoded elsewhere: `decoded` must hold
+    /// what `plan.resize` reads. Writes `plan.size * plan.size * 3` bytes into `out`.
+    ///
+    /// ```
+    /// use shardfeed_augment::plan::AugmentPlan;
+    /// use shardfeed_augment::{decode_rgb, Augmenter, CropBox, DecodedRegion, ImageSize};
+    /// # let mut jpeg = Vec::new();
+    /// # jpeg_encoder::Encoder::new(&mut jpeg, 90)
+    /// #     .encode(&vec![120; 64 * 48 * 3], 64, 48, jpeg_encoder::ColorType::Rgb)?;
+    /// let image = decode_rgb(&jpeg)?;
+    /// let decoded = DecodedRegion {
+    ///     pixels: &image.pixels,
+    ///     width: image.width,
+    ///     height: image.height,
+    ///     origin_x: 0,
+    ///     origin_y: 0,
+    ///     image: ImageSize { width: image.width, height: image.height },
+    /// };
+    /// let plan = AugmentPlan::crop(CropBox::full(64, 48), 24, false);
+    /// let mut out = vec![0_u8; 24 * 24 * 3];
+    /// Augmenter::new().resize_decoded(&decoded, &plan, &mut out)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`AugmentError::Slot`], [`AugmentError::Transform`] for a size outside `1..=4096`,
+    /// [`AugmentError::Plan`] when `decoded` does not hold what the plan reads.
+    pub fn resize_decoded(
+        &mut self,
+        decoded: &DecodedRegion<'_>,
+        plan: &AugmentPlan,
+        out: &mut [u8],
+    ) -> Result<(), AugmentError> {
+        check_slot(plan.size, out)?;
+        resize_into(&mut self.resizer, decoded, plan, out)
+    }
+
+    /// Decodes what `plan` needs and resizes it into `out` (already checked to be the right
+    /// length), counting stage times from `started`.
+    fn decode_and_resize(
+        &mut self,
+        image: &[u8],
+        plan: &AugmentPlan,
+        started: Instant,
+        out: &mut [u8],
+    ) -> Result<Applied, AugmentError> {
         let decoded = self.decoder.decode(image, Some(plan.decode))?;
         let decoded_at = Instant::now();
         self.times.decode += decoded_at - started;
-        let resize_error = |e: &dyn std::fmt::Display| AugmentError::Resize(e.to_string());
-        let src = ImageRef::new(
-            decoded.width,
-            decoded.height,
-            decoded.pixels,
-            PixelType::U8x3,
-        )
-        .map_err(|e| resize_error(&e))?;
-        let side = transform.size();
-        let mut dst =
-            Image::from_slice_u8(side, side, out, PixelType::U8x3).map_err(|e| resize_error(&e))?;
-        let bilinear =
-            ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        match plan.resize {
-            ResizeSource::Cropped(crop) => {
-                let local = decoded.local(crop).ok_or(DecodeError::Region {
-                    region: crop,
-                    width: size.width,
-                    height: size.height,
-                })?;
-                let view =
-                    CroppedImage::new(&src, local.left, local.top, local.width, local.height)
-                        .map_err(|e| resize_error(&e))?;
-                self.resizer
-                    .resize(&view, &mut dst, &bilinear)
-                    .map_err(|e| resize_error(&e))?;
-            }
-            ResizeSource::Region(region) => {
-                let options = bilinear.crop(
-                    region.left - f64::from(decoded.origin_x),
-                    region.top - f64::from(decoded.origin_y),
-                    region.width,
-                    region.height,
-                );
-                self.resizer
-                    .resize(&src, &mut dst, &options)
-                    .map_err(|e| resize_error(&e))?;
-            }
-        }
-        if plan.flip {
-            flip_horizontal(out, side as usize);
-        }
+        let image_size = decoded.image;
+        resize_into(&mut self.resizer, &decoded, plan, out)?;
         self.times.resize += decoded_at.elapsed();
         self.times.images += 1;
-        let crop = match plan.resize {
-            ResizeSource::Cropped(crop) => crop,
-            ResizeSource::Region(r) => {
-                let left = r.left.floor() as u32;
-                let top = r.top.floor() as u32;
-                CropBox {
-                    left,
-                    top,
-                    width: ((r.left + r.width).ceil() as u32).min(size.width) - left,
-                    height: ((r.top + r.height).ceil() as u32).min(size.height) - top,
-                }
-            }
-        };
         Ok(Applied {
-            image: size,
-            crop,
+            image: image_size,
+            crop: plan.covered_box(),
             flipped: plan.flip,
         })
     }
@@ -383,6 +422,88 @@ impl Augmenter {
     pub fn take_stage_times(&mut self) -> StageTimes {
         std::mem::take(&mut self.times)
     }
+}
+
+/// Checks an output side and the slot's length.
+fn check_slot(size: u32, out: &[u8]) -> Result<(), AugmentError> {
+    if !(1..=MAX_OUTPUT_SIZE).contains(&size) {
+        return Err(TransformError::Size(size).into());
+    }
+    let side = size as usize;
+    let expected = side * side * 3;
+    if out.len() != expected {
+        return Err(AugmentError::Slot {
+            expected,
+            actual: out.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Resizes what `plan` reads from `decoded` into `out` (`plan.size` squared RGB8, checked by
+/// the caller) with Pillow's antialiased bilinear filter, then flips it if asked. Allocates
+/// nothing itself; the resizer keeps its scratch buffer between calls.
+fn resize_into(
+    resizer: &mut Resizer,
+    decoded: &DecodedRegion<'_>,
+    plan: &AugmentPlan,
+    out: &mut [u8],
+) -> Result<(), AugmentError> {
+    let invalid = |reason: &'static str| AugmentError::Plan {
+        plan: *plan,
+        reason,
+    };
+    let expected_len = decoded.width as usize * decoded.height as usize * 3;
+    if decoded.pixels.len() != expected_len || decoded.width == 0 || decoded.height == 0 {
+        return Err(invalid(
+            "the decoded pixels are not width * height * 3 bytes",
+        ));
+    }
+    let resize_error = |e: &dyn std::fmt::Display| AugmentError::Resize(e.to_string());
+    let src = ImageRef::new(
+        decoded.width,
+        decoded.height,
+        decoded.pixels,
+        PixelType::U8x3,
+    )
+    .map_err(|e| resize_error(&e))?;
+    let side = plan.size;
+    let mut dst =
+        Image::from_slice_u8(side, side, out, PixelType::U8x3).map_err(|e| resize_error(&e))?;
+    let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    match plan.resize {
+        ResizeSource::Cropped(crop) => {
+            let local = decoded
+                .local(crop)
+                .filter(|c| c.width > 0 && c.height > 0)
+                .ok_or_else(|| invalid("the crop is empty or not inside the decoded pixels"))?;
+            let view = CroppedImage::new(&src, local.left, local.top, local.width, local.height)
+                .map_err(|e| resize_error(&e))?;
+            resizer
+                .resize(&view, &mut dst, &bilinear)
+                .map_err(|e| resize_error(&e))?;
+        }
+        ResizeSource::Region(region) => {
+            let local = SourceRegion {
+                left: region.left - f64::from(decoded.origin_x),
+                top: region.top - f64::from(decoded.origin_y),
+                ..region
+            };
+            if !local.lies_inside(decoded.width, decoded.height) {
+                return Err(invalid(
+                    "the region is empty, not finite, or not inside the decoded pixels",
+                ));
+            }
+            let options = bilinear.crop(local.left, local.top, local.width, local.height);
+            resizer
+                .resize(&src, &mut dst, &options)
+                .map_err(|e| resize_error(&e))?;
+        }
+    }
+    if plan.flip {
+        flip_horizontal(out, side as usize);
+    }
+    Ok(())
 }
 
 /// Mirrors each row of a `side` x `side` RGB8 image in place.

@@ -523,7 +523,60 @@ fn flip_horizontal(pixels: &mut [u8], side: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{gradient_rgb, jpeg_rgb};
+    use crate::probe::ProbeError;
+    use crate::test_util::{assert_all_near, encode_with, gradient_rgb, jpeg_rgb, solid};
+    use jpeg_encoder::ColorType;
+    use proptest::prelude::*;
+
+    const KEY: SampleKey = SampleKey {
+        seed: 5,
+        epoch: 2,
+        index: 9,
+    };
+
+    /// A PNG of `pixels` (RGB8, or gray when `gray`).
+    fn png(pixels: &[u8], width: u32, height: u32, gray: bool) -> Vec<u8> {
+        let image = if gray {
+            image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(width, height, pixels.to_vec()).expect("sized"),
+            )
+        } else {
+            image::DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(width, height, pixels.to_vec()).expect("sized"),
+            )
+        };
+        let mut bytes = Vec::new();
+        image
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .expect("encode PNG");
+        bytes
+    }
+
+    /// Applies `transform` to `image` with [`KEY`] into a fresh slot.
+    fn augment(image: &[u8], transform: Transform) -> Result<(Applied, Vec<u8>), AugmentError> {
+        let mut out = vec![0; transform.output_len()];
+        let applied = Augmenter::new().apply(image, &transform, KEY, &mut out)?;
+        Ok((applied, out))
+    }
+
+    fn train(size: u32) -> Transform {
+        Transform::Train(TrainTransform::new(size))
+    }
+
+    fn val(size: u32) -> Transform {
+        Transform::Val(ValTransform::new(size))
+    }
+
+    fn crop_inside(applied: &Applied) -> bool {
+        let c = applied.crop;
+        c.width >= 1
+            && c.height >= 1
+            && c.right() <= applied.image.width
+            && c.bottom() <= applied.image.height
+    }
 
     #[test]
     fn flip_mirrors_rows() {
@@ -610,5 +663,369 @@ mod tests {
             aug.apply(b"not an image", &t, key, &mut [0; 192]),
             Err(AugmentError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn grayscale_jpeg_and_png_give_gray_rgb() {
+        let luma: Vec<u8> = (0..64 * 48).map(|i| (i % 251) as u8).collect();
+        let jpeg = encode_with(&luma, 64, 48, ColorType::Luma, |_| {});
+        for image in [jpeg, png(&luma, 64, 48, true)] {
+            for transform in [train(32), val(32)] {
+                let (_, out) = augment(&image, transform).expect("augments");
+                assert!(out.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+            }
+        }
+    }
+
+    #[test]
+    fn cmyk_and_ycck_jpegs_convert_to_rgb() {
+        // Ink (0, 255, 255, 0) is pure red in Adobe's convention.
+        for color in [ColorType::Cmyk, ColorType::CmykAsYcck] {
+            let jpeg = encode_with(&solid(40, 30, &[0, 255, 255, 0]), 40, 30, color, |_| {});
+            for transform in [train(24), val(24)] {
+                let (_, out) = augment(&jpeg, transform).expect("augments");
+                assert_all_near(&out, [255, 0, 0], 3);
+            }
+        }
+    }
+
+    #[test]
+    fn png_bytes_in_a_jpeg_named_file_are_decoded_by_their_magic() {
+        // ImageNet's n02105855_2933.JPEG is a PNG; the Augmenter never sees names, only bytes.
+        let image = png(&solid(30, 20, &[10, 200, 30]), 30, 20, false);
+        for transform in [train(16), val(16)] {
+            let (applied, out) = augment(&image, transform).expect("augments");
+            assert_eq!(
+                applied.image,
+                ImageSize {
+                    width: 30,
+                    height: 20
+                }
+            );
+            // A solid image resizes to exactly the same colour.
+            assert_all_near(&out, [10, 200, 30], 0);
+        }
+    }
+
+    #[test]
+    fn one_pixel_and_two_by_three_images() {
+        let one = png(&[7, 77, 177], 1, 1, false);
+        for transform in [train(1), train(224), val(1), val(224)] {
+            let (applied, out) = augment(&one, transform).expect("augments");
+            assert_eq!(applied.crop, CropBox::full(1, 1));
+            assert_all_near(&out, [7, 77, 177], 0);
+        }
+        let one_jpeg = jpeg_rgb(&[7, 77, 177], 1, 1);
+        let (_, out) = augment(&one_jpeg, train(64)).expect("augments");
+        assert!(out.chunks_exact(3).all(|p| p == &out[..3]), "uniform");
+
+        let pixels: Vec<u8> = (0..2 * 3 * 3).map(|v| v as u8 * 13).collect();
+        let small = png(&pixels, 2, 3, false);
+        for transform in [train(1), train(5), train(224), val(3), val(224)] {
+            for index in 0..20 {
+                let mut out = vec![0; transform.output_len()];
+                let key = SampleKey { index, ..KEY };
+                let applied = Augmenter::new()
+                    .apply(&small, &transform, key, &mut out)
+                    .expect("augments");
+                assert!(crop_inside(&applied), "{applied:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_take_the_fallback_crop() {
+        // 1000x4: no crop of 8% or more with ratio <= 4/3 fits 4 rows, so all ten tries fail
+        // and torchvision's fallback takes the centre at ratio 4/3: round(4 * 4/3) = 5 columns
+        // (and, for 4x1000, round(4 / (3/4)) = 5 rows).
+        let wide = jpeg_rgb(&gradient_rgb(1000, 4), 1000, 4);
+        let (applied, out) = augment(&wide, train(32)).expect("augments");
+        assert_eq!(
+            applied.crop,
+            CropBox {
+                left: 497,
+                top: 0,
+                width: 5,
+                height: 4
+            }
+        );
+        assert_eq!(out.len(), 32 * 32 * 3);
+        let tall = jpeg_rgb(&gradient_rgb(4, 1000), 4, 1000);
+        let (applied, _) = augment(&tall, train(32)).expect("augments");
+        assert_eq!(
+            applied.crop,
+            CropBox {
+                left: 0,
+                top: 497,
+                width: 4,
+                height: 5
+            }
+        );
+        // Val: Resize(256) makes it 64000x256; the centre crop is a sliver of the original.
+        for image in [&wide, &tall] {
+            let (applied, _) = augment(image, val(224)).expect("augments");
+            assert!(crop_inside(&applied), "{applied:?}");
+        }
+    }
+
+    #[test]
+    fn scale_and_ratio_at_their_limits() {
+        let jpeg = jpeg_rgb(&gradient_rgb(500, 375), 500, 375);
+        let with = |scale, ratio, flip_probability| {
+            Transform::Train(TrainTransform {
+                size: 16,
+                scale,
+                ratio,
+                flip_probability,
+            })
+        };
+        // The whole area at ratio 1 never fits 500x375: fallback, the centre square.
+        let (applied, _) = augment(&jpeg, with((1.0, 1.0), (1.0, 1.0), 0.5)).expect("augments");
+        assert_eq!(
+            applied.crop,
+            CropBox {
+                left: 62,
+                top: 0,
+                width: 375,
+                height: 375
+            }
+        );
+        // The whole area at the image's own ratio is the whole image.
+        let (applied, _) =
+            augment(&jpeg, with((1.0, 1.0), (4.0 / 3.0, 4.0 / 3.0), 0.5)).expect("augments");
+        assert_eq!(applied.crop, CropBox::full(500, 375));
+        // Vanishing areas round to zero pixels: fallback, the whole image (its ratio is allowed).
+        let (applied, _) = augment(&jpeg, with((1e-9, 1e-9), (0.75, 4.0 / 3.0), 0.5)).unwrap();
+        assert_eq!(applied.crop, CropBox::full(500, 375));
+        // Ratios far beyond the image's: the fallback cuts a one-row strip, never an empty box.
+        let (applied, _) = augment(&jpeg, with((0.08, 1.0), (1e6, 1e7), 0.5)).expect("augments");
+        assert_eq!((applied.crop.width, applied.crop.height), (500, 1));
+        let (applied, _) = augment(&jpeg, with((0.08, 1.0), (1e-7, 1e-6), 0.5)).expect("augments");
+        assert_eq!((applied.crop.width, applied.crop.height), (1, 375));
+        // Flip probability 0 and 1.
+        for index in 0..10 {
+            let key = SampleKey { index, ..KEY };
+            let mut out = vec![0; 16 * 16 * 3];
+            let mut aug = Augmenter::new();
+            let never = with((0.08, 1.0), (0.75, 4.0 / 3.0), 0.0);
+            let always = with((0.08, 1.0), (0.75, 4.0 / 3.0), 1.0);
+            assert!(!aug.apply(&jpeg, &never, key, &mut out).unwrap().flipped);
+            assert!(aug.apply(&jpeg, &always, key, &mut out).unwrap().flipped);
+        }
+    }
+
+    #[test]
+    fn invalid_transforms_are_reported() {
+        let cases = [
+            (
+                Transform::Train(TrainTransform {
+                    scale: (f64::NAN, 1.0),
+                    ..TrainTransform::new(8)
+                }),
+                "scale",
+            ),
+            (
+                Transform::Train(TrainTransform {
+                    ratio: (2.0, 1.0),
+                    ..TrainTransform::new(8)
+                }),
+                "ratio",
+            ),
+            (
+                Transform::Train(TrainTransform {
+                    ratio: (0.5, f64::INFINITY),
+                    ..TrainTransform::new(8)
+                }),
+                "ratio",
+            ),
+            (
+                Transform::Train(TrainTransform {
+                    flip_probability: 1.5,
+                    ..TrainTransform::new(8)
+                }),
+                "flip",
+            ),
+            (train(0), "size"),
+            (train(MAX_OUTPUT_SIZE + 1), "size"),
+            (
+                Transform::Val(ValTransform { size: 8, resize: 7 }),
+                "resize",
+            ),
+        ];
+        let jpeg = jpeg_rgb(&gradient_rgb(16, 16), 16, 16);
+        for (transform, what) in cases {
+            let error = augment(&jpeg, transform).expect_err(what);
+            assert!(matches!(error, AugmentError::Transform(_)), "{error:?}");
+            assert!(error.to_string().contains(what), "{error}");
+        }
+    }
+
+    #[test]
+    fn undecodable_inputs_are_errors_naming_the_reason() {
+        let jpeg = jpeg_rgb(&gradient_rgb(32, 32), 32, 32);
+        let cut = jpeg.len() - 20;
+        let image_png = png(&gradient_rgb(32, 32), 32, 32, false);
+        let cases: [(&[u8], &str); 4] = [
+            (b"", "empty file"),
+            (b"GIF87a but not really", "gif"),
+            (&jpeg[..cut], "truncated jpeg"),
+            (&image_png[..image_png.len() / 2], "png decode failed"),
+        ];
+        for (bytes, reason) in cases {
+            for transform in [train(8), val(8)] {
+                let error = augment(bytes, transform).expect_err(reason);
+                assert!(matches!(error, AugmentError::Decode(_)), "{error:?}");
+                assert!(error.to_string().to_lowercase().contains(reason), "{error}");
+            }
+        }
+        assert_eq!(
+            augment(b"", train(8)).unwrap_err(),
+            AugmentError::Decode(DecodeError::Invalid(ProbeError::Empty))
+        );
+    }
+
+    #[test]
+    fn plans_that_do_not_fit_the_image_are_errors() {
+        let jpeg = jpeg_rgb(&gradient_rgb(40, 30), 40, 30);
+        let mut aug = Augmenter::new();
+        let mut out = vec![0; 8 * 8 * 3];
+        let outside = CropBox {
+            left: 30,
+            top: 0,
+            width: 20,
+            height: 10,
+        };
+        assert!(matches!(
+            aug.apply_plan(&jpeg, &AugmentPlan::crop(outside, 8, false), &mut out),
+            Err(AugmentError::Decode(DecodeError::Region { .. }))
+        ));
+        let empty = CropBox {
+            width: 0,
+            ..CropBox::full(40, 30)
+        };
+        assert!(aug
+            .apply_plan(&jpeg, &AugmentPlan::crop(empty, 8, false), &mut out)
+            .is_err());
+        let size = ImageSize {
+            width: 40,
+            height: 30,
+        };
+        for region in [
+            SourceRegion {
+                left: f64::NAN,
+                ..SourceRegion::full(40, 30)
+            },
+            SourceRegion {
+                width: -3.0,
+                ..SourceRegion::full(40, 30)
+            },
+            SourceRegion {
+                width: f64::INFINITY,
+                ..SourceRegion::full(40, 30)
+            },
+        ] {
+            let plan = AugmentPlan {
+                resize: ResizeSource::Region(region),
+                ..AugmentPlan::region(SourceRegion::full(40, 30), size, 8)
+            };
+            assert!(
+                matches!(
+                    aug.apply_plan(&jpeg, &plan, &mut out),
+                    Err(AugmentError::Plan { .. })
+                ),
+                "{region:?}"
+            );
+        }
+        assert_eq!(
+            aug.apply_plan(
+                &jpeg,
+                &AugmentPlan::crop(CropBox::full(40, 30), 9, false),
+                &mut out
+            ),
+            Err(AugmentError::Slot {
+                expected: 9 * 9 * 3,
+                actual: 8 * 8 * 3
+            })
+        );
+    }
+
+    #[test]
+    fn one_augmenter_serves_changing_output_sizes() {
+        // Progressive resizing: the same worker's Augmenter goes 160 -> 192 -> 224 and back,
+        // and gives what a fresh one gives.
+        let jpeg = jpeg_rgb(&gradient_rgb(300, 200), 300, 200);
+        let mut reused = Augmenter::new();
+        for size in [160, 192, 224, 160] {
+            for transform in [train(size), val(size)] {
+                let mut out = vec![0; transform.output_len()];
+                reused
+                    .apply(&jpeg, &transform, KEY, &mut out)
+                    .expect("augments");
+                let (_, fresh) = augment(&jpeg, transform).expect("augments");
+                assert!(out == fresh, "{transform:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                                       magic in 0..4_usize,
+                                       size in 1..64_u32,
+                                       is_train in any::<bool>()) {
+            let prefixes: [&[u8]; 4] = [b"", &[0xFF, 0xD8, 0xFF], b"\x89PNG\r\n\x1a\n", b"GIF89a"];
+            bytes.splice(0..0, prefixes[magic].iter().copied());
+            let transform = if is_train { train(size) } else { val(size) };
+            let mut out = vec![0; transform.output_len()];
+            let _ = Augmenter::new().apply(&bytes, &transform, KEY, &mut out);
+        }
+
+        #[test]
+        fn damaged_jpegs_never_panic(cut in any::<prop::sample::Index>(),
+                                     flips in proptest::collection::vec(
+                                         (any::<prop::sample::Index>(), 0..8_u8), 0..8),
+                                     progressive in any::<bool>(),
+                                     is_train in any::<bool>()) {
+            let mut bytes = encode_with(&gradient_rgb(48, 40), 48, 40, ColorType::Rgb,
+                                        |e| e.set_progressive(progressive));
+            for (at, bit) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let transform = if is_train { train(24) } else { val(24) };
+            let mut out = vec![0; transform.output_len()];
+            let _ = Augmenter::new().apply(&bytes, &transform, KEY, &mut out);
+        }
+
+        #[test]
+        fn any_valid_transform_on_any_small_image_fits(width in 1..40_u32, height in 1..40_u32,
+                                                       size in 1..48_u32,
+                                                       resize_extra in prop_oneof![0..64_u32, any::<u32>()],
+                                                       min_scale in 1e-4..1.0_f64,
+                                                       scale_span in 0.0..2.0_f64,
+                                                       min_log_ratio in -5.0..5.0_f64,
+                                                       log_ratio_span in 0.0..4.0_f64,
+                                                       index in any::<u64>()) {
+            let image = png(&gradient_rgb(width as usize, height as usize), width, height, false);
+            let transforms = [
+                Transform::Train(TrainTransform {
+                    size,
+                    scale: (min_scale, min_scale + scale_span),
+                    ratio: (min_log_ratio.exp(), (min_log_ratio + log_ratio_span).exp()),
+                    flip_probability: 0.5,
+                }),
+                Transform::Val(ValTransform { size, resize: size.saturating_add(resize_extra) }),
+            ];
+            for transform in transforms {
+                let mut out = vec![0; transform.output_len()];
+                let key = SampleKey { index, ..KEY };
+                let applied = Augmenter::new().apply(&image, &transform, key, &mut out);
+                let applied = applied.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert!(crop_inside(&applied), "{:?}", applied);
+            }
+        }
     }
 }

@@ -16,6 +16,17 @@
 //! - [`Reencoder`]: FFCV-style re-encoding to a baseline 4:2:0 RGB JPEG whose longer side is at
 //!   most [`ReencodeOptions::max_side`]; it owns its resizer and buffers, so keep one per thread.
 //!
+//! Training-time augmentation, torchvision's semantics written into caller-owned batch slots:
+//!
+//! - [`Transform`]: [`TrainTransform`] (`RandomResizedCrop` + horizontal flip) or
+//!   [`ValTransform`] (`Resize` + `CenterCrop`); the output size may change between calls
+//!   (progressive resizing).
+//! - [`Transform::plan`] → [`AugmentPlan`]: a pure function of the image size and the sample's
+//!   [`SampleKey`] (seed, epoch, index → [`SampleRng`]); the crop rules live in [`plan`].
+//! - [`Augmenter`]: carries a plan out (decode the region with its [`RegionDecoder`], resize with
+//!   Pillow's antialiased bilinear filter, flip) into an RGB8 HWC slot, allocating no pixel
+//!   buffer in steady state. Keep one per worker thread. Failures are an [`AugmentError`].
+//!
 //! All functions work on `&[u8]`; reading files is the caller's business.
 //!
 //! # Example

@@ -453,20 +453,17 @@ fn resize_into(
         plan: *plan,
         reason,
     };
-    let expected_len = decoded.width as usize * decoded.height as usize * 3;
-    if decoded.pixels.len() != expected_len || decoded.width == 0 || decoded.height == 0 {
-        return Err(invalid(
-            "the decoded pixels are not width * height * 3 bytes",
-        ));
-    }
+    let pixel_len = decoded.width as usize * decoded.height as usize * 3;
+    let pixels = decoded
+        .pixels
+        .get(..pixel_len)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            invalid("the decoded pixels are empty or shorter than width * height * 3")
+        })?;
     let resize_error = |e: &dyn std::fmt::Display| AugmentError::Resize(e.to_string());
-    let src = ImageRef::new(
-        decoded.width,
-        decoded.height,
-        decoded.pixels,
-        PixelType::U8x3,
-    )
-    .map_err(|e| resize_error(&e))?;
+    let src = ImageRef::new(decoded.width, decoded.height, pixels, PixelType::U8x3)
+        .map_err(|e| resize_error(&e))?;
     let side = plan.size;
     let mut dst =
         Image::from_slice_u8(side, side, out, PixelType::U8x3).map_err(|e| resize_error(&e))?;

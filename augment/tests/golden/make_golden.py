@@ -213,7 +213,7 @@ def make_jpegs(photos, out_dir):
                 "jpeg": str(jpeg.relative_to(HERE)),
                 "expected": str(expected.relative_to(HERE)),
                 "pil_mode": mode,
-                "options": {k: v for k, v in options.items()},
+                "options": dict(options),
             }
         )
     return cases

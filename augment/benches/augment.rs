@@ -3,8 +3,9 @@
 //! and the resize alone from already-decoded pixels.
 //!
 //! Images: the first [`IMAGES`] JPEGs (sorted by path) of `$SHARDFEED_BENCH_PHOTOS/train`, by
-//! default `bench-data/photo/train` (made by `scripts/bench-data.sh`), the same photographs the
-//! peers are measured on; without them, ImageNet-shaped synthetic JPEGs from shardfeed-synth.
+//! default `bench-data/photo/train` (made by `scripts/bench-data.sh`; the main checkout's copy
+//! when this one has none), the same photographs the peers are measured on; without them,
+//! ImageNet-shaped synthetic JPEGs from shardfeed-synth.
 //! Each iteration augments every image once, so criterion's throughput is images per second.
 //!
 //! ```sh
@@ -26,12 +27,18 @@ use shardfeed_synth::{render_image, Split};
 /// Images per iteration.
 const IMAGES: usize = 32;
 
-/// The photographs' folder: `$SHARDFEED_BENCH_PHOTOS`, or the workspace's `bench-data/photo`.
+/// The photographs' folder: `$SHARDFEED_BENCH_PHOTOS`, else the workspace's `bench-data/photo`
+/// when it exists, else the team's shared copy in the main checkout.
 fn photo_dir() -> PathBuf {
-    match std::env::var_os("SHARDFEED_BENCH_PHOTOS") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-data/photo"),
+    if let Some(dir) = std::env::var_os("SHARDFEED_BENCH_PHOTOS") {
+        return PathBuf::from(dir);
     }
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-data/photo");
+    let shared = PathBuf::from("/work/main/bench-data/photo");
+    if !own.join("train").is_dir() && shared.join("train").is_dir() {
+        return shared;
+    }
+    own
 }
 
 /// The first `count` `train/*/*.JPEG` files under `dir`, sorted by path; empty when absent.

@@ -16,10 +16,19 @@
 //! - [`Reencoder`]: FFCV-style re-encoding to a baseline 4:2:0 RGB JPEG whose longer side is at
 //!   most [`ReencodeOptions::max_side`]; it owns its resizer and buffers, so keep one per thread.
 //!
-//! - [`Augmenter`]: the training and validation transforms ([`Transform`]), straight into a
-//!   caller-owned output slot. Its [`RegionDecoder`] decodes only what a crop needs: JPEGs
-//!   through libjpeg-turbo's crop-aware decoder ([`JpegBackend::Turbo`], the default) or whole
-//!   through zune-jpeg ([`JpegBackend::Zune`]).
+//! Training-time augmentation, torchvision's semantics written into caller-owned batch slots:
+//!
+//! - [`Transform`]: [`TrainTransform`] (`RandomResizedCrop` + horizontal flip) or
+//!   [`ValTransform`] (`Resize` + `CenterCrop`); the output size may change between calls
+//!   (progressive resizing).
+//! - [`Transform::plan`] → [`AugmentPlan`]: a pure function of the image size and the sample's
+//!   [`SampleKey`] (seed, epoch, index → [`SampleRng`]); the crop rules live in [`plan`].
+//! - [`Augmenter`]: carries a plan out (decode the region with its [`RegionDecoder`], resize with
+//!   Pillow's antialiased bilinear filter, flip) into an RGB8 HWC slot, allocating no pixel
+//!   buffer in steady state. Keep one per worker thread. Failures are an [`AugmentError`].
+//! - [`RegionDecoder`] decodes only what a crop needs: JPEGs through libjpeg-turbo's crop-aware
+//!   decoder ([`JpegBackend::Turbo`], the default), or whole through zune-jpeg
+//!   ([`JpegBackend::Zune`]).
 //!
 //! All functions work on `&[u8]`; reading files is the caller's business.
 //!
@@ -65,12 +74,12 @@ mod test_util;
 pub use decode::{decode_rgb, decode_rgb_into, DecodeError, RgbImage};
 pub use format::ImageFormat;
 pub use jpeg::JpegPart;
-pub use plan::{CropBox, SourceRegion};
+pub use plan::{AugmentPlan, CropBox, RandomCrop, ResizeSource, SourceRegion};
 pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
 pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder};
 pub use sample_rng::SampleRng;
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,
-    TransformError, ValTransform,
+    TransformError, ValTransform, MAX_OUTPUT_SIZE,
 };

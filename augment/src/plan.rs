@@ -1,7 +1,15 @@
 //! Pure planning of what to cut out of an image: torchvision's `RandomResizedCrop` and
 //! `Resize` + `CenterCrop`, as functions of the image size and a [`SampleRng`]. Nothing here
 //! touches pixels, so every rule can be tested exhaustively.
+//!
+//! - [`random_resized_crop`] (and [`random_resized_crop_traced`], which also says whether the
+//!   fallback was taken) → a [`CropBox`];
+//! - [`resized_size`] and [`center_crop_region`] → a [`SourceRegion`];
+//! - [`AugmentPlan`]: everything the [`Augmenter`](crate::Augmenter) does to one image (which
+//!   pixels to decode, the [`ResizeSource`] to map onto the output, the flip), made by
+//!   [`Transform::plan`](crate::Transform::plan) or by hand for a given crop.
 
+use crate::region::ImageSize;
 use crate::sample_rng::SampleRng;
 
 /// An integer rectangle of an image, in pixels: columns `left..left + width`, rows
@@ -53,6 +61,33 @@ pub struct SourceRegion {
     pub height: f64,
 }
 
+impl SourceRegion {
+    /// The region of the whole of a `width` x `height` image.
+    pub fn full(width: u32, height: u32) -> Self {
+        SourceRegion {
+            left: 0.0,
+            top: 0.0,
+            width: f64::from(width),
+            height: f64::from(height),
+        }
+    }
+
+    /// Whether the region is finite, has a positive size and lies inside a `width` x `height`
+    /// image.
+    pub fn lies_inside(&self, width: u32, height: u32) -> bool {
+        let finite = [self.left, self.top, self.width, self.height]
+            .iter()
+            .all(|v| v.is_finite());
+        finite
+            && self.width > 0.0
+            && self.height > 0.0
+            && self.left >= 0.0
+            && self.top >= 0.0
+            && self.left + self.width <= f64::from(width)
+            && self.top + self.height <= f64::from(height)
+    }
+}
+
 /// `int(round(x))` as Python computes it: round half to even.
 fn py_round(x: f64) -> i64 {
     x.round_ties_even() as i64
@@ -74,9 +109,42 @@ pub fn random_resized_crop(
     scale: (f64, f64),
     ratio: (f64, f64),
 ) -> CropBox {
+    random_resized_crop_traced(rng, width, height, scale, ratio).crop
+}
+
+/// A crop from [`random_resized_crop_traced`] and how it was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RandomCrop {
+    /// The crop.
+    pub crop: CropBox,
+    /// The try (1 to 10) whose draw fitted, or `None` when all ten failed and the crop is the
+    /// central fallback.
+    pub try_number: Option<u8>,
+}
+
+/// [`random_resized_crop`], also telling which try succeeded or that the fallback was taken
+/// (for statistics: on very elongated images the fallback is common, and it is never random).
+///
+/// ```
+/// use shardfeed_augment::plan::random_resized_crop_traced;
+/// use shardfeed_augment::SampleRng;
+///
+/// let mut rng = SampleRng::for_sample(0, 0, 0);
+/// // A crop of at least 8% of a 1000x10 strip with a ratio near 1 never fits: fallback.
+/// let crop = random_resized_crop_traced(&mut rng, 1000, 10, (0.08, 1.0), (0.75, 4.0 / 3.0));
+/// assert_eq!(crop.try_number, None);
+/// assert_eq!((crop.crop.width, crop.crop.height), (13, 10));
+/// ```
+pub fn random_resized_crop_traced(
+    rng: &mut SampleRng,
+    width: u32,
+    height: u32,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+) -> RandomCrop {
     let area = f64::from(width) * f64::from(height);
     let log_ratio = (ratio.0.ln(), ratio.1.ln());
-    for _ in 0..10 {
+    for try_number in 1..=10 {
         let target_area = area * rng.uniform(scale.0, scale.1);
         let aspect_ratio = rng.uniform(log_ratio.0, log_ratio.1).exp();
         let w = py_round((target_area * aspect_ratio).sqrt());
@@ -86,11 +154,14 @@ pub fn random_resized_crop(
             let (w, h) = (w as u32, h as u32);
             let top = rng.below(u64::from(height - h) + 1) as u32;
             let left = rng.below(u64::from(width - w) + 1) as u32;
-            return CropBox {
-                left,
-                top,
-                width: w,
-                height: h,
+            return RandomCrop {
+                crop: CropBox {
+                    left,
+                    top,
+                    width: w,
+                    height: h,
+                },
+                try_number: Some(try_number),
             };
         }
     }
@@ -106,11 +177,14 @@ pub fn random_resized_crop(
     } else {
         (width, height)
     };
-    CropBox {
-        left: (width - w) / 2,
-        top: (height - h) / 2,
-        width: w,
-        height: h,
+    RandomCrop {
+        crop: CropBox {
+            left: (width - w) / 2,
+            top: (height - h) / 2,
+            width: w,
+            height: h,
+        },
+        try_number: None,
     }
 }
 
@@ -118,7 +192,9 @@ pub fn random_resized_crop(
 /// image: the shorter side becomes `size`, the longer `int(size * long / short)` (truncated).
 pub fn resized_size(width: u32, height: u32, size: u32) -> (u32, u32) {
     let (short, long) = (width.min(height), width.max(height));
-    let new_long = (u64::from(size) * u64::from(long) / u64::from(short.max(1))) as u32;
+    let new_long = u64::from(size) * u64::from(long) / u64::from(short.max(1));
+    // Saturates where torchvision would make an image wider than memory.
+    let new_long = u32::try_from(new_long).unwrap_or(u32::MAX);
     if width <= height {
         (size, new_long)
     } else {
@@ -152,6 +228,102 @@ pub fn center_crop_region(width: u32, height: u32, resize: u32, crop: u32) -> So
         top,
         width: w,
         height: h,
+    }
+}
+
+/// What a resize maps onto the output square.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ResizeSource {
+    /// Exactly the pixels of a box, as if it were cut out first: torchvision's `F.resized_crop`
+    /// (PIL `crop` then `resize`), so the filter never reads a pixel outside the box.
+    Cropped(CropBox),
+    /// A real-valued region, with the filter free to read the pixels around it (Pillow's
+    /// `resize(size, box=...)`): `Resize` then `CenterCrop` without computing the pixels the crop
+    /// throws away.
+    Region(SourceRegion),
+}
+
+/// Everything done to one image: decode (at least) `decode`, resize `resize` onto a
+/// `size` x `size` output, then mirror it if `flip`. A pure value:
+/// [`Transform::plan`](crate::Transform::plan) makes it from the image size and the sample's key, and
+/// [`Augmenter::apply_plan`](crate::Augmenter::apply_plan) carries it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentPlan {
+    /// The pixels to decode, in image coordinates; they must hold what `resize` reads.
+    pub decode: CropBox,
+    /// What the resize maps onto the output.
+    pub resize: ResizeSource,
+    /// Output side in pixels (square output).
+    pub size: u32,
+    /// Mirror the output left to right (after the resize, as `RandomHorizontalFlip` does).
+    pub flip: bool,
+}
+
+impl AugmentPlan {
+    /// Cut out exactly `crop`, resize it to `size` x `size`, flip if asked: torchvision's
+    /// `F.resized_crop(img, top, left, height, width, [size, size])` then `F.hflip`.
+    pub fn crop(crop: CropBox, size: u32, flip: bool) -> Self {
+        AugmentPlan {
+            decode: crop,
+            resize: ResizeSource::Cropped(crop),
+            size,
+            flip,
+        }
+    }
+
+    /// Resize `region` of an `image`-sized image onto `size` x `size`, with the filter reading
+    /// the pixels around the region as a resize of the whole image would. The region is clipped
+    /// to the image (rounding can put its edge a hair outside), and the decode box covers the
+    /// filter's support around it.
+    pub fn region(region: SourceRegion, image: ImageSize, size: u32) -> Self {
+        let (width, height) = (f64::from(image.width), f64::from(image.height));
+        let left = region.left.clamp(0.0, width);
+        let top = region.top.clamp(0.0, height);
+        let region = SourceRegion {
+            left,
+            top,
+            width: region.width.min(width - left),
+            height: region.height.min(height - top),
+        };
+        // The bilinear filter reads up to max(scale, 1) pixels beyond the region on each side;
+        // one more for the rounding of its bounds.
+        let support_x = (region.width / f64::from(size.max(1))).max(1.0) + 1.0;
+        let support_y = (region.height / f64::from(size.max(1))).max(1.0) + 1.0;
+        let decode_left = (region.left - support_x).floor().max(0.0) as u32;
+        let decode_top = (region.top - support_y).floor().max(0.0) as u32;
+        let decode_right = ((region.left + region.width + support_x).ceil().min(width)) as u32;
+        let decode_bottom = ((region.top + region.height + support_y).ceil().min(height)) as u32;
+        AugmentPlan {
+            decode: CropBox {
+                left: decode_left.min(image.width.saturating_sub(1)),
+                top: decode_top.min(image.height.saturating_sub(1)),
+                width: decode_right.saturating_sub(decode_left).max(1),
+                height: decode_bottom.saturating_sub(decode_top).max(1),
+            },
+            resize: ResizeSource::Region(region),
+            size,
+            flip: false,
+        }
+    }
+
+    /// The smallest integer box of the image that holds what the resize maps onto the output:
+    /// the crop itself, or the pixels a region touches.
+    pub fn covered_box(&self) -> CropBox {
+        match self.resize {
+            ResizeSource::Cropped(crop) => crop,
+            ResizeSource::Region(r) => {
+                let left = r.left.floor().max(0.0) as u32;
+                let top = r.top.floor().max(0.0) as u32;
+                let right = ((r.left + r.width).ceil().max(0.0) as u32).max(left + 1);
+                let bottom = ((r.top + r.height).ceil().max(0.0) as u32).max(top + 1);
+                CropBox {
+                    left,
+                    top,
+                    width: right - left,
+                    height: bottom - top,
+                }
+            }
+        }
     }
 }
 

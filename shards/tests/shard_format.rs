@@ -280,3 +280,31 @@ proptest! {
         }
     }
 }
+
+/// Pinned from cargo-fuzz (`fuzz/`, target shard_reader): a record whose format code is one this
+/// build does not know (66) and whose reserved flags byte is set, with a valid CRC, is what a
+/// newer minor version may write. It reads as `Unknown` with its flags ignored, by both readers.
+#[test]
+fn unknown_format_codes_and_reserved_flags_read_as_unknown() {
+    let records = sample_records(2);
+    let mut bytes = shard_bytes(&records);
+    let shard = ShardReader::from_bytes("x.sfs", bytes.clone()).unwrap();
+    let e = shard.entry(1).unwrap();
+    let (start, len) = (e.offset as usize, e.len as usize);
+    bytes[start + 20] = 66;
+    bytes[start + 21] = 0x80;
+    let crc = crc32c::crc32c(&bytes[start..start + len - 4]);
+    bytes[start + len - 4..start + len].copy_from_slice(&crc.to_le_bytes());
+
+    let want = OwnedRecord {
+        format: shardfeed_shards::ImageFormat::Unknown,
+        ..records[1].clone()
+    };
+    let shard = ShardReader::from_bytes("x.sfs", bytes.clone()).unwrap();
+    assert_eq!(shard.record(1).unwrap().to_owned_record(), want);
+    assert_eq!(shard.record(0).unwrap().to_owned_record(), records[0]);
+    let streamed: Vec<OwnedRecord> = ShardStream::new("x.sfs", &bytes[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(streamed, vec![records[0].clone(), want]);
+}

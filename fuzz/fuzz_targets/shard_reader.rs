@@ -60,7 +60,10 @@ fn assert_is_checked_record(read: &Record<'_>, file: &[u8], what: &str) {
     w.append(read).expect("a record read back fits");
     let (bytes, _) = w.finish().expect("in memory");
     let mut want = bytes[HEADER_LEN..HEADER_LEN + read.encoded_len() as usize].to_vec();
-    assert!(file.len() >= want.len(), "{what}: shorter than its encoding");
+    assert!(
+        file.len() >= want.len(),
+        "{what}: shorter than its encoding"
+    );
     let got = &file[..want.len()];
     if ImageFormat::from_code(got[20]) == read.format {
         want[20] = got[20];
@@ -69,7 +72,11 @@ fn assert_is_checked_record(read: &Record<'_>, file: &[u8], what: &str) {
     // Everything but the CRC, which differs when the two bytes above do; then the CRC itself.
     let end = want.len();
     assert_eq!(&want[..end - 4], &got[..end - 4], "{what}: the bytes read");
-    assert_eq!(le_u32(got, end - 4), crc32c::crc32c(&got[..end - 4]), "{what}: CRC checked");
+    assert_eq!(
+        le_u32(got, end - 4),
+        crc32c::crc32c(&got[..end - 4]),
+        "{what}: CRC checked"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -88,7 +95,10 @@ fuzz_target!(|data: &[u8]| {
             let Ok(rec) = shard.record(i) else { continue };
             let e = shard.entry(i).expect("in range");
             let start = rec.path.as_ptr() as usize - file.as_ptr() as usize - RECORD_FIXED_LEN;
-            assert_eq!(start as u64, e.offset, "record {i} read from where the index says");
+            assert_eq!(
+                start as u64, e.offset,
+                "record {i} read from where the index says"
+            );
             assert_eq!(rec.encoded_len(), u64::from(e.len), "record {i}: length");
             assert_is_checked_record(&rec, &file[start..], &format!("record {i}"));
         }

@@ -459,3 +459,216 @@ fn a_flat_val_folder_is_labelled_from_devkit_or_kaggle_files() {
     }
     assert_eq!(labels[0], labels[1]);
 }
+
+/// Sets the major version in a shard's header and footer (the footer CRC goes stale, but the
+/// version is checked before the checksums).
+fn set_major_version(shard: &Path, major: u8) {
+    let mut bytes = fs::read(shard).unwrap();
+    let n = bytes.len();
+    bytes[8] = major;
+    bytes[n - 40 + 24] = major;
+    fs::write(shard, bytes).unwrap();
+}
+
+#[test]
+fn a_wrong_format_version_is_refused_naming_the_file_and_both_versions() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--shards",
+        "2",
+    ]);
+    let shard = out.join("shard-00001.sfs");
+    set_major_version(&shard, 2);
+    let want = format!(
+        "{}: unsupported format version 2.0 (this build reads 1.x)",
+        shard.display()
+    );
+    let (code, text) = fails(&["inspect", s(&out)]);
+    assert_eq!(code, 2);
+    assert!(text.contains(&want), "{text}");
+    let (code, text) = fails(&["verify", s(&out)]);
+    assert_eq!(code, 1);
+    assert!(text.contains(&want), "{text}");
+    let (_, text) = fails(&[
+        "extract",
+        s(&out),
+        "--index",
+        "0",
+        "--out",
+        s(&t.path().join("x")),
+    ]);
+    assert!(text.contains(&want), "{text}");
+
+    // A manifest from a future major version is refused before any shard is opened.
+    set_major_version(&shard, 1);
+    ok(&["verify", s(&out)]);
+    let manifest_path = out.join("manifest.json");
+    let text = fs::read_to_string(&manifest_path).unwrap();
+    fs::write(
+        &manifest_path,
+        text.replace("\"format_version\": \"1.0\"", "\"format_version\": \"3.4\""),
+    )
+    .unwrap();
+    let want = format!(
+        "{}: unsupported format version 3.4 (this build reads 1.x)",
+        manifest_path.display()
+    );
+    for cmd in ["inspect", "verify"] {
+        let (code, text) = fails(&[cmd, s(&out)]);
+        assert_eq!(code, 2, "{cmd}");
+        assert!(text.contains(&want), "{cmd}: {text}");
+    }
+}
+
+#[test]
+fn an_empty_or_missing_shard_file_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--shards",
+        "3",
+    ]);
+    let empty = out.join("shard-00000.sfs");
+    fs::write(&empty, b"").unwrap();
+    let missing = out.join("shard-00002.sfs");
+    fs::remove_file(&missing).unwrap();
+    let (code, text) = fails(&["verify", s(&out)]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains(&format!(
+            "{}: truncated shard: the file is empty (0 bytes)",
+            empty.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: No such file", missing.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAILED: 2 problems in 2 of 3 shards"),
+        "{text}"
+    );
+    let (code, text) = fails(&["inspect", s(&out)]);
+    assert_eq!(code, 2);
+    assert!(text.contains(&format!("{}: ", empty.display())), "{text}");
+}
+
+#[test]
+fn empty_inputs_are_errors_that_name_the_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    // A folder with no class folders.
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let (code, text) = fails(&["shard", s(&empty), "--out", s(&out)]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains(&format!("{}: no class folders found", empty.display())),
+        "{text}"
+    );
+    // Class folders with no files in them.
+    let hollow = t.path().join("hollow");
+    fs::create_dir_all(hollow.join("n00000001")).unwrap();
+    fs::create_dir_all(hollow.join("n00000002")).unwrap();
+    let (_, text) = fails(&["shard", s(&hollow), "--out", s(&out)]);
+    assert!(
+        text.contains(&format!(
+            "{}: no files in the class folders",
+            hollow.display()
+        )),
+        "{text}"
+    );
+    // A missing input, and a file where a folder should be.
+    let (_, text) = fails(&["shard", s(&t.path().join("nope")), "--out", s(&out)]);
+    assert!(
+        text.contains(&format!(
+            "{}: no such directory",
+            t.path().join("nope").display()
+        )),
+        "{text}"
+    );
+    let file = t.path().join("file.JPEG");
+    fs::write(&file, b"x").unwrap();
+    let (_, text) = fails(&["shard", s(&file), "--out", s(&out)]);
+    assert!(
+        text.contains(&format!("{}: not a directory", file.display())),
+        "{text}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing written for inputs that are not there"
+    );
+    // Verifying or inspecting something that is not a dataset.
+    for cmd in ["verify", "inspect"] {
+        let (code, text) = fails(&[cmd, s(&t.path().join("nope"))]);
+        assert_eq!(code, 2);
+        assert!(
+            text.contains("nope: no such dataset directory"),
+            "{cmd}: {text}"
+        );
+    }
+}
+
+#[test]
+fn strict_names_the_first_unusable_file_in_write_order() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let class_dir = images.join("train").join(shardfeed::synth::synset_id(1));
+    let bad = class_dir.join("zz_not_an_image.JPEG");
+    fs::write(&bad, b"GIF89a, or so it says").unwrap();
+    let out = t.path().join("strict");
+    let (code, text) = fails(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--strict",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains(&format!("{}: ", bad.display())),
+        "names the file by its full path: {text}"
+    );
+    assert!(text.contains("--strict makes this fatal"), "{text}");
+    assert!(!out.exists(), "partial output removed");
+}
+
+#[test]
+fn reencoded_output_is_byte_identical_whatever_the_worker_count() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), true);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    for (out, workers) in [(&a, "1"), (&b, "3")] {
+        ok(&[
+            "shard",
+            s(&images.join("train")),
+            "--out",
+            s(out),
+            "--max-side",
+            "48",
+            "--shards",
+            "2",
+            "--workers",
+            workers,
+        ]);
+    }
+    for name in ["manifest.json", "shard-00000.sfs", "shard-00001.sfs"] {
+        assert_eq!(
+            fs::read(a.join(name)).unwrap(),
+            fs::read(b.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}

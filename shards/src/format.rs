@@ -317,6 +317,9 @@ pub fn encode_footer(index_offset: u64, record_count: u64, index_crc32c: u32) ->
 
 /// Checks the header of a shard (magic, then version) and returns its version.
 pub fn check_header(path: &Path, bytes: &[u8]) -> Result<(u16, u16), ShardError> {
+    if bytes.is_empty() {
+        return Err(empty_file(path));
+    }
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return Err(ShardError::BadMagic {
             path: path.to_owned(),
@@ -358,6 +361,9 @@ pub fn check_footer(path: &Path, bytes: &[u8]) -> Result<Footer, ShardError> {
     let head_ok = has(0);
     let tail_ok = len >= MAGIC.len() && has(len - MAGIC.len());
     // 1. Magic.
+    if len == 0 {
+        return Err(empty_file(path));
+    }
     if !head_ok {
         return Err(ShardError::BadMagic {
             path: path.to_owned(),
@@ -428,6 +434,14 @@ pub fn check_footer(path: &Path, bytes: &[u8]) -> Result<Footer, ShardError> {
         });
     }
     Ok(footer)
+}
+
+/// An empty file: most likely a shard whose writing never got past creating the file.
+fn empty_file(path: &Path) -> ShardError {
+    ShardError::Truncated {
+        path: path.to_owned(),
+        detail: "the file is empty (0 bytes)".into(),
+    }
 }
 
 /// Where a record is, for error messages: `record 17 (offset 123456)`.

@@ -106,10 +106,6 @@ impl Manifest {
     /// totals. Does not open the shards.
     pub fn load(dir: &Path) -> Result<Manifest, ShardError> {
         let path = dir.join(MANIFEST_FILE);
-        let bad = |detail: String| ShardError::Manifest {
-            path: path.clone(),
-            detail,
-        };
         let text = match fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -125,9 +121,34 @@ impl Manifest {
             }
             Err(e) => return Err(ShardError::Io { path, source: e }),
         };
+        Manifest::parse(&path, &text)
+    }
+
+    /// Parses and checks the bytes of a manifest (the pure part of [`load`](Self::load)):
+    /// format and major version first, then the structure, then that the totals agree with the
+    /// shard list and the shard file names are plain names. `path` is only used in errors.
+    ///
+    /// ```
+    /// use shardfeed_shards::{Manifest, ShardError};
+    /// use std::path::Path;
+    ///
+    /// let err = Manifest::parse(Path::new("ds/manifest.json"), br#"{"format": "tar"}"#).unwrap_err();
+    /// assert!(err.to_string().starts_with("ds/manifest.json: not a shardfeed manifest"));
+    /// let err = Manifest::parse(
+    ///     Path::new("ds/manifest.json"),
+    ///     br#"{"format": "shardfeed-dataset", "format_version": "2.0"}"#,
+    /// )
+    /// .unwrap_err();
+    /// assert!(matches!(err, ShardError::UnsupportedVersion { major: 2, .. }));
+    /// ```
+    pub fn parse(path: &Path, text: &[u8]) -> Result<Manifest, ShardError> {
+        let bad = |detail: String| ShardError::Manifest {
+            path: path.to_owned(),
+            detail,
+        };
         // Check format and version before trusting the rest of the structure.
         let value: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+            serde_json::from_slice(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         if value.get("format").and_then(|f| f.as_str()) != Some(MANIFEST_FORMAT) {
             return Err(bad(format!(
                 "not a shardfeed manifest (format is not \"{MANIFEST_FORMAT}\")"
@@ -141,19 +162,31 @@ impl Manifest {
             .ok_or_else(|| bad(format!("format_version {version:?} is not MAJOR.MINOR")))?;
         if major != VERSION_MAJOR {
             return Err(ShardError::UnsupportedVersion {
-                path,
+                path: path.to_owned(),
                 major,
                 minor,
                 supported: VERSION_MAJOR,
             });
         }
         let m: Manifest = serde_json::from_value(value).map_err(|e| bad(format!("{e}")))?;
-        let records: u64 = m.shards.iter().map(|s| s.records).sum();
-        let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
-        if records != m.records || bytes != m.bytes {
+        // Sums of numbers from outside: checked, so a manifest that lies cannot overflow them.
+        let records = m
+            .shards
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.records));
+        let bytes = m
+            .shards
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.bytes));
+        if records != Some(m.records) || bytes != Some(m.bytes) {
+            let show =
+                |n: Option<u64>| n.map_or_else(|| "more than 2^64".into(), |n| n.to_string());
             return Err(bad(format!(
-                "totals ({} records, {} bytes) disagree with the shard list ({records}, {bytes})",
-                m.records, m.bytes
+                "totals ({} records, {} bytes) disagree with the shard list ({}, {})",
+                m.records,
+                m.bytes,
+                show(records),
+                show(bytes)
             )));
         }
         for (i, c) in m.classes.iter().enumerate() {
@@ -162,7 +195,11 @@ impl Manifest {
             }
         }
         for s in &m.shards {
-            if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
+            if s.file.is_empty()
+                || s.file.contains('/')
+                || s.file.contains('\\')
+                || s.file.starts_with('.')
+            {
                 return Err(bad(format!(
                     "shard file name {:?} is not a plain file name",
                     s.file
@@ -212,4 +249,111 @@ pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     File::open(d)
         .and_then(|f| f.sync_all())
         .map_err(WriteError::io(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_json(shards: &str, records: &str, bytes: &str) -> String {
+        format!(
+            r#"{{"format": "shardfeed-dataset", "format_version": "1.0", "split": "train",
+                "records": {records}, "bytes": {bytes}, "classes": [], "formats": {{}},
+                "shards": {shards}, "skipped": [],
+                "params": {{"tool": "t", "mode": "passthrough", "max_side": null, "quality": null,
+                            "target_shard_bytes": 1, "shard_count": null, "order": "sorted",
+                            "shuffle_seed": 0, "strict": false}}}}"#
+        )
+    }
+
+    fn shard(file: &str, records: u64, bytes: u64) -> String {
+        format!(
+            r#"{{"file": "{file}", "records": {records}, "bytes": {bytes}, "crc32c": "00000000"}}"#
+        )
+    }
+
+    #[test]
+    fn a_well_formed_manifest_parses() {
+        let text = manifest_json(
+            &format!("[{}, {}]", shard("a.sfs", 2, 100), shard("b.sfs", 3, 50)),
+            "5",
+            "150",
+        );
+        let m = Manifest::parse(Path::new("m.json"), text.as_bytes()).unwrap();
+        assert_eq!((m.records, m.bytes, m.shards.len()), (5, 150, 2));
+    }
+
+    /// Found by the property tests: record counts whose sum passes 2^64 made the totals check
+    /// overflow (a panic in debug builds, a wrong sum in release).
+    #[test]
+    fn shard_counts_that_overflow_u64_are_refused_not_a_panic() {
+        let text = manifest_json(
+            &format!(
+                "[{}, {}]",
+                shard("a.sfs", u64::MAX, 100),
+                shard("b.sfs", 2, 50)
+            ),
+            "1",
+            "150",
+        );
+        let err = Manifest::parse(Path::new("ds/manifest.json"), text.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ds/manifest.json: totals (1 records, 150 bytes) disagree with the shard list \
+             (more than 2^64, 150)"
+        );
+        let text = manifest_json(
+            &format!(
+                "[{}, {}]",
+                shard("a.sfs", 1, u64::MAX),
+                shard("b.sfs", 1, 1)
+            ),
+            "2",
+            "0",
+        );
+        assert!(Manifest::parse(Path::new("m.json"), text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn shard_names_that_leave_the_directory_are_refused() {
+        for name in ["../x.sfs", "sub/x.sfs", "..", ".hidden", "", "a\\\\b"] {
+            let text = manifest_json(&format!("[{}]", shard(name, 1, 1)), "1", "1");
+            let err = Manifest::parse(Path::new("m.json"), text.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains("is not a plain file name"),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_manifest_file() {
+        let path = Path::new("data/train/manifest.json");
+        for (text, want) in [
+            ("", "not valid JSON"),
+            ("[1, 2]", "not a shardfeed manifest"),
+            (
+                r#"{"format": "shardfeed-dataset"}"#,
+                "format_version is missing",
+            ),
+            (
+                r#"{"format": "shardfeed-dataset", "format_version": "one"}"#,
+                "is not MAJOR.MINOR",
+            ),
+            (
+                r#"{"format": "shardfeed-dataset", "format_version": "1.0"}"#,
+                "missing field",
+            ),
+            (
+                r#"{"format": "shardfeed-dataset", "format_version": "3.1"}"#,
+                "unsupported format version 3.1 (this build reads 1.x)",
+            ),
+        ] {
+            let err = Manifest::parse(path, text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("data/train/manifest.json: "), "{err}");
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
 }

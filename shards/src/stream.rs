@@ -43,12 +43,12 @@ impl<R: Read> ShardStream<R> {
         }
     }
 
-    /// Reads exactly `buf.len()` bytes; `Ok(false)` when the stream ended before all of them.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<bool, ShardError> {
+    /// Reads until `buf` is full or the stream ends; returns the bytes read.
+    fn fill_up_to(&mut self, buf: &mut [u8]) -> Result<usize, ShardError> {
         let mut got = 0;
         while got < buf.len() {
             match self.input.read(&mut buf[got..]) {
-                Ok(0) => return Ok(false),
+                Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -59,8 +59,13 @@ impl<R: Read> ShardStream<R> {
                 }
             }
         }
-        self.offset += buf.len() as u64;
-        Ok(true)
+        self.offset += got as u64;
+        Ok(got)
+    }
+
+    /// Reads exactly `buf.len()` bytes; `Ok(false)` when the stream ended before all of them.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<bool, ShardError> {
+        Ok(self.fill_up_to(buf)? == buf.len())
     }
 
     fn read_exact_or(&mut self, buf: &mut [u8], what: &str) -> Result<(), ShardError> {
@@ -75,12 +80,9 @@ impl<R: Read> ShardStream<R> {
         if !self.started {
             self.started = true;
             let mut header = [0u8; HEADER_LEN];
-            if !self.fill(&mut header)? {
-                // Report magic problems before length problems, as the format requires.
-                check_header(&self.name, &[])?;
-                return Err(self.truncated("the header"));
-            }
-            check_header(&self.name, &header)?;
+            let got = self.fill_up_to(&mut header)?;
+            // An empty stream, a wrong magic, then a short header, as the format orders them.
+            check_header(&self.name, &header[..got])?;
         }
         let start = self.offset;
         let mut head = [0u8; 8];

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz targets in fuzz/ for a while each, seeded with the committed sample
+# datasets. Not part of CI (scripts/test.sh runs the property tests instead): it needs
+# cargo-fuzz, libFuzzer (built from source by libfuzzer-sys with the C++ compiler), and
+# nightly compiler features: a nightly toolchain when one is installed, else stable with
+# RUSTC_BOOTSTRAP=1.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 120 s, every target)
+# A crash is saved under fuzz/artifacts/TARGET/; see fuzz/README.md to reproduce and pin it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+if ! command -v c++ >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+  fuzz=(cargo +nightly fuzz)
+else
+  export RUSTC_BOOTSTRAP=1
+  fuzz=(cargo fuzz)
+fi
+seconds=${1:-120}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <("${fuzz[@]}" list)
+fi
+
+# Seeds: every committed shard, read raw (first byte 0) and with checksums repaired (1), and
+# every committed manifest.
+mkdir -p fuzz/corpus/shard_reader fuzz/corpus/manifest
+for f in shards/tests/data/*/*.sfs; do
+  name=$(echo "$f" | tr '/' '_')
+  { printf '\000'; cat "$f"; } >"fuzz/corpus/shard_reader/raw_$name"
+  { printf '\001'; cat "$f"; } >"fuzz/corpus/shard_reader/repaired_$name"
+done
+for f in shards/tests/data/*/manifest.json; do
+  cp "$f" "fuzz/corpus/manifest/$(echo "$f" | tr '/' '_')"
+done
+
+for t in "${targets[@]}"; do
+  echo "== fuzz $t for ${seconds}s"
+  "${fuzz[@]}" run "$t" -- -max_total_time="$seconds" -print_final_stats=1
+done

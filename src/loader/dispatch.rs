@@ -14,7 +14,7 @@ use crate::loader::readahead::Hint;
 use crate::loader::worker::Task;
 use crate::loader::Position;
 use crate::sampler::{plan_epoch, EpochSpec, LastBatch, RankOrder, SamplerError, Shuffle};
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 use shardfeed_shards::Dataset;
 use std::sync::Arc;
 
@@ -105,7 +105,8 @@ impl Dispatcher {
         let mut ahead = self.start; // next batch to read ahead
         let mut seq = 0u64;
         loop {
-            if self.at_end(cursor) {
+            // select! picks at random among ready channels: look for the stop first.
+            if self.at_end(cursor) || self.stop_rx.try_recv() == Err(TryRecvError::Disconnected) {
                 return;
             }
             self.read_ahead(cursor, &mut ahead);
@@ -126,7 +127,8 @@ impl Dispatcher {
     }
 
     /// Sends readahead hints up to `readahead` batches past `cursor`. Hints are best effort:
-    /// when the readahead thread is behind they are dropped, never waited for.
+    /// when the readahead thread is behind they are sent later (skipping positions already
+    /// dispatched), never waited for.
     fn read_ahead(&mut self, cursor: Position, ahead: &mut Position) {
         let Some(hints) = &self.hints else { return };
         if *ahead < cursor {
@@ -140,7 +142,9 @@ impl Dispatcher {
             let first = ahead.batch as usize * self.batch_size;
             let len = self.batch_size.min(order.samples.len() - first);
             if hints.try_send(Hint { order, first, len }).is_err() {
-                return; // behind (or gone): try again at the next batch
+                // Behind (or gone): never wait for it; try again after the next batch, skipping
+                // positions already dispatched by then.
+                return;
             }
             *ahead = ahead.next(self.batches_per_epoch);
         }

@@ -44,8 +44,6 @@ pub(crate) struct ReadaheadCounters {
     pub bytes: AtomicU64,
     /// Batches whose records were advised.
     pub batches: AtomicU64,
-    /// Hints dropped because the readahead thread was behind.
-    pub dropped: AtomicU64,
 }
 
 /// Counters kept by the consumer's thread.
@@ -92,8 +90,8 @@ pub struct LoaderMetrics {
     pub failures: u64,
     /// Bytes the readahead thread asked the kernel to read.
     pub readahead_bytes: u64,
-    /// Readahead hints dropped because the readahead thread was behind.
-    pub readahead_dropped: u64,
+    /// Batches whose records the readahead thread advised.
+    pub readahead_batches: u64,
 }
 
 impl LoaderMetrics {
@@ -115,7 +113,7 @@ impl LoaderMetrics {
             queue_depth_max: self.queue_depth_max,
             failures: self.failures - earlier.failures,
             readahead_bytes: self.readahead_bytes - earlier.readahead_bytes,
-            readahead_dropped: self.readahead_dropped - earlier.readahead_dropped,
+            readahead_batches: self.readahead_batches - earlier.readahead_batches,
         }
     }
 
@@ -166,7 +164,7 @@ pub(crate) fn snapshot(
         queue_depth_max: consumer.depth_max,
         failures: sum(|w| &w.failures),
         readahead_bytes: readahead.bytes.load(Ordering::Relaxed),
-        readahead_dropped: readahead.dropped.load(Ordering::Relaxed),
+        readahead_batches: readahead.batches.load(Ordering::Relaxed),
     }
 }
 

@@ -451,6 +451,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loaders_and_batches_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Loader>();
+        send::<Batch>();
+        send::<BatchError>();
+    }
+
+    #[test]
     fn positions_advance_across_epochs() {
         let p = Position::new(2, 3);
         assert_eq!(p.next(4), Position::new(3, 0));

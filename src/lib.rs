@@ -3,16 +3,26 @@
 //! The engine and command-line tool of shardfeed, an input pipeline that keeps accelerators busy
 //! while they train image models on ImageNet-scale data.
 //!
+//! - [`loader`]: the engine. [`Loader`](loader::Loader) yields [`Batch`](loader::Batch)es of
+//!   augmented images (N x H x W x 3 `u8`) and labels from a dataset, on every core, in an order
+//!   fixed by (seed, epoch, rank, world), resumable at any batch.
+//! - [`sampler`]: that order, as pure functions.
 //! - [`ingest`]: `shardfeed shard`, an image folder (ILSVRC2012 layout) into verified shards.
 //! - [`labels`]: parsers for the label files of a flat validation folder.
 //! - [`rng`]: seeded, version-stable random numbers for shard and sample order.
+//! - [`process`]: the process's memory (peak RSS) and CPU time, for benchmarks.
+//! - [`demo`]: small synthetic datasets for examples and tests.
 //!
 //! The record format is the `shardfeed-shards` crate; image decoding and augmentation is
 //! `shardfeed-augment`; synthetic data for demos and tests is `shardfeed-synth`.
 
+pub mod demo;
 pub mod ingest;
 pub mod labels;
+pub mod loader;
+pub mod process;
 pub mod rng;
+pub mod sampler;
 
 pub use shardfeed_augment as augment;
 pub use shardfeed_shards as shards;

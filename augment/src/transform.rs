@@ -280,6 +280,14 @@ impl Augmenter {
         self.dct_downscale = enabled;
     }
 
+    /// A new augmenter with this one's settings (backend, DCT downscaling) and empty buffers:
+    /// what a worker starts afresh with when a decoder panicked and left its buffers in any state.
+    pub fn renewed(&self) -> Self {
+        let mut fresh = Augmenter::with_backend(self.decoder.backend());
+        fresh.dct_downscale = self.dct_downscale;
+        fresh
+    }
+
     /// An augmenter whose JPEGs go through `backend`.
     pub fn with_backend(backend: crate::JpegBackend) -> Self {
         Augmenter {

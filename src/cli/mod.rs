@@ -1,5 +1,6 @@
 //! Command-line flags and the subcommands they run.
 
+mod bench;
 mod inspect;
 mod shard;
 mod synth;
@@ -29,6 +30,8 @@ enum Command {
     Extract(inspect::ExtractArgs),
     /// Generate a deterministic ImageNet-shaped folder of synthetic JPEGs.
     Synth(synth::SynthArgs),
+    /// Measure the loader: images/s, time per stage, worker busy %, memory.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command; `Ok` carries the exit code (1 when a check found problems).
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Extract(a) => inspect::extract(a),
         Command::Synth(a) => synth::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

@@ -23,5 +23,5 @@ mkdir -p "$work"
 # Training on the CPU: the small ResNet learns the synthetic classes (the shards loader is wired
 # into shardfeed-train after the engine's Loader lands; until then the batches are synthetic).
 target/release/shardfeed-train --data synthetic --model small --classes 10 --image-size 32 \
-  --batch-size 64 --epochs 4 --steps-per-epoch 40 --lr 10 --warmup-epochs 0.5 --eval-every 2 \
+  --batch-size 64 --epochs 3 --steps-per-epoch 40 --lr 2 --warmup-epochs 0.5 --eval-every 1 --synthetic-noise 1.5 \
   --checkpoint-dir "$work/checkpoint" --log "$work/train.jsonl"

@@ -250,7 +250,8 @@ impl SyntheticLoader {
         let mut noise_pool = Vec::with_capacity(pool);
         let mut buf = vec![0f32; per];
         for p in 0..pool {
-            let mut rng = SplitMix64::keyed(&[seed, 0x401e, p as u64]);
+            // Keyed by rank too: a validation loader made with another rank sees other noise.
+            let mut rng = SplitMix64::keyed(&[seed, 0x401e, rank as u64, p as u64]);
             for v in buf.iter_mut() {
                 *v = rng.symmetric() * 1.7 * noise;
             }

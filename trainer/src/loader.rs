@@ -144,6 +144,34 @@ impl Normalizer {
     }
 }
 
+/// A host tensor for staging copies to `device`: pinned (page-locked) when `device` is CUDA, so
+/// the copy can be `non_blocking` and never waits for the GPU's queue; plain memory otherwise.
+fn staging(shape: &[i64], kind: Kind, device: Device) -> Tensor {
+    let t = Tensor::zeros(shape, (kind, Device::Cpu));
+    if device.is_cuda() {
+        t.pin_memory(device)
+    } else {
+        t
+    }
+}
+
+/// Writes `values` at the start of a dense CPU int64 tensor of at least that many elements.
+fn write_i64(dst: &Tensor, values: impl ExactSizeIterator<Item = i64>) {
+    assert!(dst.kind() == Kind::Int64 && dst.numel() >= values.len());
+    // SAFETY: `dst` is a dense CPU int64 tensor with room for `values.len()` elements (checked
+    // above), owned by the caller while it writes.
+    let out = unsafe { std::slice::from_raw_parts_mut(dst.data_ptr() as *mut i64, values.len()) };
+    for (d, v) in out.iter_mut().zip(values) {
+        *d = v;
+    }
+}
+
+/// `host` on `device`: an asynchronous copy from pinned memory on CUDA; a copy on the CPU too,
+/// so the staging memory can be reused at once.
+fn upload(host: &Tensor, device: Device) -> Result<Tensor, tch::TchError> {
+    host.f_to_device_(device, host.kind(), device.is_cuda(), !device.is_cuda())
+}
+
 /// SplitMix64: the tiny deterministic generator behind shuffles and synthetic data, so results
 /// depend on the seed only (not on libtorch's global generator, shared by all threads).
 #[derive(Debug, Clone)]
@@ -214,7 +242,8 @@ pub struct SyntheticLoader {
     format: MemoryFormat,
     epoch: u64,
     next: u64,
-    labels_host: Vec<i64>,
+    /// Staging for labels (pinned on CUDA), reused three batches later (see [`Loader`]).
+    label_slots: Vec<Tensor>,
 }
 
 impl SyntheticLoader {
@@ -273,7 +302,9 @@ impl SyntheticLoader {
             format,
             epoch: 0,
             next: 0,
-            labels_host: vec![0; batch],
+            label_slots: (0..3)
+                .map(|_| staging(&[batch as i64], Kind::Int64, device))
+                .collect(),
         })
     }
 }
@@ -298,12 +329,13 @@ impl Loader for SyntheticLoader {
             return Ok(None);
         }
         let mut rng = SplitMix64::keyed(&[self.seed, self.rank, self.epoch, self.next]);
-        for l in self.labels_host.iter_mut() {
-            *l = rng.below(self.num_classes as u64) as i64;
-        }
+        let slot =
+            self.label_slots[(self.next % self.label_slots.len() as u64) as usize].shallow_clone();
+        let classes = self.num_classes as u64;
+        write_i64(&slot, (0..self.batch).map(|_| rng.below(classes) as i64));
         let noise = &self.noise[rng.below(self.noise.len() as u64) as usize];
         self.next += 1;
-        let labels = Tensor::from_slice(&self.labels_host).to_device(self.device);
+        let labels = upload(&slot, self.device)?;
         let pattern = self.prototypes.index_select(0, &labels).upsample_nearest2d(
             [self.size.0, self.size.1],
             None,
@@ -442,15 +474,13 @@ impl HostBatchSource for VecHostSource {
 }
 
 /// A staging slot: one batch of host memory (pinned when the device is CUDA).
+/// Slots move between the feeding thread and the training thread through channels, so exactly
+/// one thread owns (and writes) a slot at a time.
 struct HostSlot {
     images: Tensor,
-    labels: Vec<i64>,
+    labels: Tensor,
     len: usize,
 }
-
-// SAFETY: a slot is owned by exactly one thread at a time (moved through channels); its tensor
-// is only written through its data pointer by that owner.
-unsafe impl Send for HostSlot {}
 
 type Filled = Result<Option<HostSlot>, LoaderError>;
 
@@ -485,16 +515,10 @@ impl<S: HostBatchSource> DeviceFeeder<S> {
         // Slots: two being copied / consumed (see `Loader::next_batch`), two being filled.
         let slots = 4;
         let free = (0..slots)
-            .map(|_| {
-                let t = Tensor::zeros(
-                    [batch as i64, h as i64, w as i64, 3],
-                    (Kind::Uint8, Device::Cpu),
-                );
-                HostSlot {
-                    images: if cuda { t.pin_memory(device) } else { t },
-                    labels: vec![0; batch],
-                    len: 0,
-                }
+            .map(|_| HostSlot {
+                images: staging(&[batch as i64, h as i64, w as i64, 3], Kind::Uint8, device),
+                labels: staging(&[batch as i64], Kind::Int64, device),
+                len: 0,
             })
             .collect();
         DeviceFeeder {
@@ -541,7 +565,8 @@ fn fill_slot(
     index: u64,
 ) -> Result<(), LoaderError> {
     let n = batch.labels.len();
-    if n == 0 || n > slot.labels.len() || batch.images.len() != n * expected {
+    let capacity = slot.labels.numel();
+    if n == 0 || n > capacity || batch.images.len() != n * expected {
         return Err(LoaderError::BadBatch {
             epoch,
             batch: index,
@@ -549,7 +574,7 @@ fn fill_slot(
                 "{} labels and {} image bytes (want 1..={} labels and {} bytes per image)",
                 n,
                 batch.images.len(),
-                slot.labels.len(),
+                capacity,
                 expected
             ),
         });
@@ -560,9 +585,7 @@ fn fill_slot(
         std::slice::from_raw_parts_mut(slot.images.data_ptr() as *mut u8, batch.images.len())
     };
     dst.copy_from_slice(batch.images);
-    for (d, &s) in slot.labels.iter_mut().zip(batch.labels) {
-        *d = i64::from(s);
-    }
+    write_i64(&slot.labels, batch.labels.iter().map(|&l| i64::from(l)));
     slot.len = n;
     Ok(())
 }
@@ -670,10 +693,9 @@ impl<S: HostBatchSource> Loader for DeviceFeeder<S> {
                 return Err(e);
             }
         };
-        let host = slot.images.narrow(0, 0, slot.len as i64);
-        let on_device =
-            host.f_to_device_(self.device, Kind::Uint8, true, !self.device.is_cuda())?;
-        let labels = Tensor::f_from_slice(&slot.labels[..slot.len])?.f_to_device(self.device)?;
+        let len = slot.len as i64;
+        let on_device = upload(&slot.images.narrow(0, 0, len), self.device)?;
+        let labels = upload(&slot.labels.narrow(0, 0, len), self.device)?;
         let images = self.normalizer.normalize(&on_device)?;
         self.in_flight.push_back(slot);
         if self.release_lag == 0 {

@@ -11,7 +11,12 @@ use shardfeed_trainer::train::Replica;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
+/// libtorch's generator is process-wide and replicas/tests run on parallel threads: seed + build
+/// under a lock so initial weights and data depend on their seed only.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn small(seed: i64) -> Replica {
+    let _lock = INIT.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed);
     Replica::resnet(
         Device::Cpu,
@@ -93,6 +98,7 @@ fn no_bn(p: &nn::Path) -> Box<dyn ModuleT> {
 }
 
 fn no_bn_replica() -> Replica {
+    let _lock = INIT.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(5);
     Replica::new(
         Device::Cpu,
@@ -108,6 +114,7 @@ fn no_bn_replica() -> Replica {
 }
 
 fn batches() -> Vec<(Tensor, Tensor)> {
+    let _lock = INIT.lock().unwrap_or_else(|e| e.into_inner());
     (0..3)
         .map(|i| {
             tch::manual_seed(1000 + i);

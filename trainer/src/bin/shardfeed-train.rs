@@ -27,6 +27,8 @@ use shardfeed_trainer::schedule::{mlperf_defaults, PolyWarmup};
 use shardfeed_trainer::train::{run, Replica, TrainOptions};
 use tch::Device;
 
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Where batches come from.
 #[derive(Debug, Clone, PartialEq)]
 enum DataSource {
@@ -267,7 +269,6 @@ fn run_replica(
 ) -> Result<ReplicaOutcome> {
     let device = plan.devices[rank];
     let world = plan.devices.len();
-    tch::manual_seed(args.seed as i64);
     let lars = LarsConfig {
         momentum: args.momentum,
         weight_decay: args.weight_decay,
@@ -275,7 +276,11 @@ fn run_replica(
         epsilon: args.epsilon,
         nesterov: false,
     };
-    let mut replica = Replica::resnet(
+    // libtorch's generator is process-wide: seed and build under a lock so rank 0's initial
+    // weights (which every rank copies) depend on --seed only, not on thread timing.
+    let init = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(args.seed as i64);
+    let replica = Replica::resnet(
         device,
         args.model,
         args.classes as i64,
@@ -286,7 +291,9 @@ fn run_replica(
         plan.precision,
         lars,
         args.label_smoothing,
-    )?;
+    );
+    drop(init);
+    let mut replica = replica?;
     replica.sync_from_rank0(avg.as_mut())?;
     let size = (plan.image_size, plan.image_size);
     let mut train_loader = SyntheticLoader::new(

@@ -84,7 +84,7 @@ run_loader() {
 
 rate_of() { # NAME: the wall-clock img/s of the EPOCHS run
   case $1 in
-    shardfeed | decode-only)
+    shardfeed | shardfeed-zune | decode-only | decode-only-zune)
       python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["timed"]["images_per_sec"]))' \
         "$results/$1-$epochs.out" ;;
     *) grep -Eo '= [0-9.]+ img/s' "$results/$1-$epochs.out" | tail -1 | grep -Eo '[0-9]+' | head -1 ;;
@@ -92,7 +92,7 @@ rate_of() { # NAME: the wall-clock img/s of the EPOCHS run
 }
 images_of() { # NAME N: images the N-epoch run timed
   case $1 in
-    shardfeed | decode-only)
+    shardfeed | shardfeed-zune | decode-only | decode-only-zune)
       python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["timed"]["images"])' \
         "$results/$1-$2.out" ;;
     *) grep -Eo '[0-9]+ images in' "$results/$1-$2.out" | tail -1 | grep -Eo '[0-9]+' ;;
@@ -113,6 +113,10 @@ bench=("$bin" bench "$work/shards/train" --workers "$workers" --batch "$batch" -
   --json)
 run_loader shardfeed "${bench[@]}" --warmup 1 --epochs
 run_loader decode-only "${bench[@]}" --warmup 1 --decode-only --epochs
+# The same with zune-jpeg, which decodes whole images: what the crop-aware libjpeg-turbo path
+# (the default, --decoder turbo) is chosen over.
+run_loader shardfeed-zune "${bench[@]}" --warmup 1 --decoder zune --epochs
+run_loader decode-only-zune "${bench[@]}" --warmup 1 --decoder zune --decode-only --epochs
 
 for p in $peers; do
   if [ ! -x "$PEERS_DIR/$p/bin/python" ]; then
@@ -155,10 +159,14 @@ ours_cpu=$(per_cpu_second shardfeed)
   echo
   echo "| loader | images timed | img/s (wall) | images per CPU-second | shardfeed is (wall) | shardfeed is (CPU) |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-  echo "| **shardfeed** (RandomResizedCrop + flip) | $(images_of shardfeed "$epochs") | $ours | $ours_cpu | 1.00x | 1.00x |"
-  for p in decode-only $peers; do
+  echo "| **shardfeed** (libjpeg-turbo region decode, RandomResizedCrop + flip) | $(images_of shardfeed "$epochs") | $ours | $ours_cpu | 1.00x | 1.00x |"
+  for p in decode-only shardfeed-zune decode-only-zune $peers; do
     label=$p
-    [ "$p" = decode-only ] && label="shardfeed --decode-only (full decode only)"
+    case $p in
+      decode-only) label="shardfeed --decode-only (libjpeg-turbo, full decode only)" ;;
+      shardfeed-zune) label="shardfeed --decoder zune (whole-image decode, then crop)" ;;
+      decode-only-zune) label="shardfeed --decoder zune --decode-only" ;;
+    esac
     r=$(rate_of "$p")
     c=$(per_cpu_second "$p")
     echo "| $label | $(images_of "$p" "$epochs") | $r | $c | $(ratio "$ours" "$r") | $(ratio "$ours_cpu" "$c") |"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh machine, then runs it: formatting, lints,
-# and every test of every crate (unit, integration, end-to-end, doc tests).
+# and every test of every crate (unit, integration, end-to-end, doc tests), the trainer included.
 # Usage: scripts/test.sh            (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source scripts/setup-torch.sh   # libtorch for the trainer crate (a workspace member)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

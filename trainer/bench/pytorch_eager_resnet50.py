@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""The peer of `shardfeed-train --data synthetic`: PyTorch eager training of torchvision's
+ResNet-50 with the same batch, precision (bf16 autocast, fp32 master weights), memory format
+(channels-last), loss (cross entropy, label smoothing 0.1), LARS math (MLPerf reference; per-layer
+trust ratios, BN parameters and biases skipped) and synthetic on-device batches (a 4x4 class
+pattern upsampled plus fixed noise). The loss of step k is read while step k+1 is queued, as the
+Rust trainer does.
+
+Prints `pytorch-eager resnet50: N images in T s = R img/s` over the steps after --warmup.
+
+  python bench/pytorch_eager_resnet50.py                       # H100: batch 256, 224x224, bf16
+  python bench/pytorch_eager_resnet50.py --device cpu --batch-size 4 --image-size 32 --steps 3 --warmup 1
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+
+def lars_step(params, moms, scaled_mask, lr, momentum, weight_decay, eta, epsilon):
+    """The MLPerf reference's LARS update over all parameters with multi-tensor ops."""
+    grads = [p.grad for p in params]
+    w_norm = torch.stack(torch._foreach_norm(params))
+    g_norm = torch.stack(torch._foreach_norm(grads))
+    trust = torch.where(
+        scaled_mask & (w_norm > 0) & (g_norm > 0),
+        eta * w_norm / (g_norm + weight_decay * w_norm + epsilon),
+        torch.ones_like(w_norm),
+    )
+    scaled_lr = (trust * lr).unbind()
+    wd = [weight_decay if s else 0.0 for s in scaled_mask.tolist()]
+    upd = [g.add(p, alpha=d) if d else g for g, p, d in zip(grads, params, wd)]
+    torch._foreach_mul_(upd, scaled_lr)
+    torch._foreach_mul_(moms, momentum)
+    torch._foreach_sub_(moms, upd)
+    torch._foreach_add_(params, moms)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--memory-format", choices=["nhwc", "nchw"], default="nhwc")
+    ap.add_argument("--lr", type=float, default=10.0)
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    fmt = torch.channels_last if args.memory_format == "nhwc" else torch.contiguous_format
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(num_classes=args.classes).to(device, memory_format=fmt)
+    model.train()
+    params = [p for p in model.parameters()]
+    moms = [torch.zeros_like(p) for p in params]
+    scaled_mask = torch.tensor([p.ndim > 1 for p in params], device=device)
+
+    b, s = args.batch_size, args.image_size
+    protos = torch.rand(args.classes, 3, 4, 4, device=device) * 3.4 - 1.7
+    noise = [(torch.rand(b, 3, s, s, device=device) * 3.4 - 1.7).contiguous(memory_format=fmt)
+             for _ in range(2)]
+
+    def batch(i):
+        labels = torch.randint(args.classes, (b,), device=device)
+        x = F.interpolate(protos[labels], size=(s, s), mode="nearest") + noise[i % 2]
+        return x.contiguous(memory_format=fmt), labels
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    prev = None
+    t0 = None
+    for step in range(args.steps):
+        if step == args.warmup:
+            sync()
+            t0 = time.perf_counter()
+        x, y = batch(step)
+        for p in params:
+            p.grad = None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
+        loss.backward()
+        with torch.no_grad():
+            lars_step(params, moms, scaled_mask, args.lr, 0.9, 1e-4, 0.001, 1e-7)
+        if prev is not None:
+            prev.item()
+        prev = loss.detach()
+    prev.item()
+    sync()
+    dt = time.perf_counter() - t0
+    n = (args.steps - args.warmup) * b
+    print(f"pytorch-eager resnet50: {n} images in {dt:.3f} s = {n / dt:.1f} img/s")
+
+
+if __name__ == "__main__":
+    main()

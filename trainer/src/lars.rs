@@ -1,0 +1,311 @@
+//! LARS exactly as the MLPerf ResNet-50 reference defines it (`mlcommons/training`,
+//! `image_classification/tensorflow2/lars_optimizer.py`), over [`FlatParams`].
+//!
+//! For each parameter tensor `w` with gradient `g`, learning rate `lr`, momentum `m`, weight decay
+//! `β`, LARS coefficient `η` and `ε`:
+//!
+//! - **scaled** (conv / fc weights): `trust = η·‖w‖ / (‖g‖ + β·‖w‖ + ε)`, or 1 when `‖w‖ = 0` or
+//!   `‖g‖ = 0`; `g ← g + β·w`; `scaled_lr = lr·trust`.
+//! - **skipped** (BN parameters and biases, the reference's `skip_list`): `scaled_lr = lr`, no
+//!   weight decay.
+//! - then `v ← m·v − scaled_lr·g` and `w ← w + v` (Nesterov: `w ← w + m·v − scaled_lr·g`).
+//!
+//! [`trust_ratio`] is the pure per-layer rule; [`Lars::step`] applies all of it to the whole model
+//! in a dozen kernels (per-layer norms by segment sums over the flat buffers), with no host sync.
+//!
+//! ```
+//! use shardfeed_trainer::lars::{trust_ratio, LarsConfig};
+//! let cfg = LarsConfig::default();
+//! // ‖w‖ = 5, ‖g‖ = 1: 0.001·5 / (1 + 1e-4·5 + 1e-7)
+//! assert!((trust_ratio(5.0, 1.0, &cfg) - 0.005 / 1.0005001).abs() < 1e-12);
+//! assert_eq!(trust_ratio(0.0, 1.0, &cfg), 1.0);
+//! ```
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::flat::{FlatParams, LarsRole};
+
+/// LARS hyper-parameters; the defaults are the reference's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LarsConfig {
+    /// Momentum `m` (0.9).
+    pub momentum: f64,
+    /// Weight decay `β` (1e-4, the reference optimizer's default; MLPerf submissions tune it,
+    /// e.g. 5e-5).
+    pub weight_decay: f64,
+    /// LARS coefficient `η` (0.001).
+    pub eta: f64,
+    /// `ε` in the trust ratio's denominator. The reference passes `lars_epsilon = 0` and then
+    /// takes `epsilon or keras.backend.epsilon()`, so the value it really uses is 1e-7.
+    pub epsilon: f64,
+    /// Nesterov momentum (off in MLPerf).
+    pub nesterov: bool,
+}
+
+impl Default for LarsConfig {
+    fn default() -> Self {
+        LarsConfig {
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            eta: 0.001,
+            epsilon: 1e-7,
+            nesterov: false,
+        }
+    }
+}
+
+/// The trust ratio of one scaled layer: `η·‖w‖ / (‖g‖ + β·‖w‖ + ε)`, 1 when either norm is 0.
+pub fn trust_ratio(w_norm: f64, g_norm: f64, cfg: &LarsConfig) -> f64 {
+    if w_norm > 0.0 && g_norm > 0.0 {
+        cfg.eta * w_norm / (g_norm + cfg.weight_decay * w_norm + cfg.epsilon)
+    } else {
+        1.0
+    }
+}
+
+/// The LARS optimizer state for one [`FlatParams`]: the momentum buffer and the per-segment
+/// constants, all on the parameters' device, built once.
+pub struct Lars {
+    cfg: LarsConfig,
+    momentum: Tensor,
+    /// Per element: β for scaled parameters, 0 for skipped ones.
+    elem_weight_decay: Tensor,
+    /// Per element: its segment's index.
+    segment_ids: Tensor,
+    /// Per segment: its length.
+    segment_lengths: Tensor,
+    /// Per segment: whether it is scaled.
+    scaled: Tensor,
+}
+
+impl Lars {
+    /// Zero momentum for every parameter of `params`.
+    pub fn new(params: &FlatParams, cfg: LarsConfig) -> Self {
+        let device = params.weights().device();
+        let segs = params.segments();
+        let lengths: Vec<i64> = segs.iter().map(|s| s.numel).collect();
+        let scaled: Vec<bool> = segs.iter().map(|s| s.role == LarsRole::Scaled).collect();
+        let seg_wd: Vec<f32> = segs
+            .iter()
+            .map(|s| match s.role {
+                LarsRole::Scaled => cfg.weight_decay as f32,
+                LarsRole::Skipped => 0.0,
+            })
+            .collect();
+        let segment_lengths = Tensor::from_slice(&lengths).to_device(device);
+        let segment_ids = Tensor::arange(segs.len() as i64, (Kind::Int64, device))
+            .repeat_interleave_self_tensor(&segment_lengths, 0, params.numel());
+        let elem_weight_decay = Tensor::from_slice(&seg_wd)
+            .to_device(device)
+            .index_select(0, &segment_ids);
+        Lars {
+            cfg,
+            momentum: params.weights().zeros_like(),
+            elem_weight_decay,
+            segment_ids,
+            segment_lengths,
+            scaled: Tensor::from_slice(&scaled).to_device(device),
+        }
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &LarsConfig {
+        &self.cfg
+    }
+
+    /// The flat momentum buffer (checkpointed with the weights).
+    pub fn momentum(&self) -> &Tensor {
+        &self.momentum
+    }
+
+    /// Overwrites the momentum buffer (resume from a checkpoint); shapes must match.
+    pub fn load_momentum(&mut self, momentum: &Tensor) -> Result<(), tch::TchError> {
+        tch::no_grad(|| self.momentum.f_copy_(momentum))
+    }
+
+    /// Per-segment L2 norms of a flat buffer (deterministic segment sums).
+    fn segment_norms(&self, flat: &Tensor) -> Tensor {
+        Tensor::segment_reduce(
+            &flat.square(),
+            "sum",
+            Some(&self.segment_lengths),
+            None,
+            None,
+            0,
+            false,
+            0.0,
+        )
+        .sqrt()
+    }
+
+    /// The per-segment trust ratios for the current weights and gradients (1 for skipped ones).
+    pub fn trust_ratios(&self, params: &FlatParams) -> Tensor {
+        tch::no_grad(|| {
+            let w_norm = self.segment_norms(params.weights());
+            let g_norm = self.segment_norms(params.grads());
+            let ratio = (&w_norm * self.cfg.eta)
+                / (&g_norm + &w_norm * self.cfg.weight_decay + self.cfg.epsilon);
+            let apply = self
+                .scaled
+                .logical_and(&w_norm.gt(0.0))
+                .logical_and(&g_norm.gt(0.0));
+            ratio.where_scalarother(&apply, 1.0)
+        })
+    }
+
+    /// One update with learning rate `lr`, from the gradients in `params`.
+    pub fn step(&mut self, params: &FlatParams, lr: f64) {
+        tch::no_grad(|| {
+            let trust = self.trust_ratios(params);
+            let elem_lr = (trust * lr).index_select(0, &self.segment_ids);
+            let w = params.weights();
+            let update = (params.grads() + w * &self.elem_weight_decay) * elem_lr;
+            let _ = self.momentum.g_mul_scalar_(self.cfg.momentum);
+            let _ = self.momentum.g_sub_(&update);
+            let mut w = w.shallow_clone();
+            if self.cfg.nesterov {
+                let _ = w.g_add_(&(&self.momentum * self.cfg.momentum - update));
+            } else {
+                let _ = w.g_add_(&self.momentum);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::precision::MemoryFormat;
+    use tch::Device;
+
+    /// Two parameters by hand: a 2x2 "weight" (scaled) and a 2-vector "bias" (skipped).
+    fn two_params(w: [f32; 4], b: [f32; 2]) -> (FlatParams, Tensor, Tensor) {
+        let wt = Tensor::from_slice(&w).view([2, 2]).set_requires_grad(true);
+        let bt = Tensor::from_slice(&b).set_requires_grad(true);
+        let flat = FlatParams::from_named(
+            vec![
+                ("a.weight".into(), wt.shallow_clone()),
+                ("b.bias".into(), bt.shallow_clone()),
+            ],
+            Device::Cpu,
+            MemoryFormat::Contiguous,
+        )
+        .unwrap();
+        (flat, wt, bt)
+    }
+
+    fn set_grads(flat: &FlatParams, g: &[f32]) {
+        tch::no_grad(|| flat.grads().shallow_clone().copy_(&Tensor::from_slice(g)));
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn trust_ratio_rule_and_zero_norms() {
+        let cfg = LarsConfig {
+            epsilon: 0.0,
+            ..Default::default()
+        };
+        assert!((trust_ratio(2.0, 4.0, &cfg) - 0.002 / (4.0 + 2e-4)).abs() < 1e-15);
+        assert_eq!(trust_ratio(0.0, 4.0, &cfg), 1.0);
+        assert_eq!(trust_ratio(2.0, 0.0, &cfg), 1.0);
+        assert_eq!(trust_ratio(0.0, 0.0, &cfg), 1.0);
+    }
+
+    #[test]
+    fn two_steps_by_hand() {
+        // w = [[3, 0], [0, 4]] (‖w‖ = 5), g_w = [0.6, 0, 0, 0.8] (‖g‖ = 1);
+        // b = [1, 2], g_b = [0.5, -0.5].
+        let cfg = LarsConfig {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            eta: 0.1,
+            epsilon: 0.0,
+            nesterov: false,
+        };
+        let (flat, wt, bt) = two_params([3.0, 0.0, 0.0, 4.0], [1.0, 2.0]);
+        let mut lars = Lars::new(&flat, cfg);
+        // Segment order is by name: a.weight (4), b.bias (2).
+        set_grads(&flat, &[0.6, 0.0, 0.0, 0.8, 0.5, -0.5]);
+        let lr = 2.0;
+        lars.step(&flat, lr);
+        // trust = 0.1·5 / (1 + 0.01·5) = 0.5/1.05; scaled_lr = 2·trust = 0.952380952...
+        let slr = 2.0 * 0.5 / 1.05;
+        // g' = g + 0.01·w = [0.63, 0, 0, 0.84]; v = −slr·g'; w += v
+        let v_w = [-slr * 0.63, 0.0, 0.0, -slr * 0.84];
+        let w1 = [3.0 + v_w[0], 0.0, 0.0, 4.0 + v_w[3]];
+        // bias: skipped, v = −2·g_b = [−1, 1]; b = [0, 3]
+        close(&values(&wt), &w1, 1e-6);
+        close(&values(&bt), &[0.0, 3.0], 1e-6);
+        close(
+            &values(lars.momentum()),
+            &[v_w[0], 0.0, 0.0, v_w[3], -1.0, 1.0],
+            1e-6,
+        );
+        // Second step, same gradients, lr 1.
+        set_grads(&flat, &[0.6, 0.0, 0.0, 0.8, 0.5, -0.5]);
+        lars.step(&flat, 1.0);
+        let wn = (w1[0] * w1[0] + w1[3] * w1[3]).sqrt();
+        let slr2 = 0.1 * wn / (1.0 + 0.01 * wn);
+        let g2 = [0.6 + 0.01 * w1[0], 0.0, 0.0, 0.8 + 0.01 * w1[3]];
+        let v2 = [
+            0.9 * v_w[0] - slr2 * g2[0],
+            0.0,
+            0.0,
+            0.9 * v_w[3] - slr2 * g2[3],
+        ];
+        close(
+            &values(&wt),
+            &[w1[0] + v2[0], 0.0, 0.0, w1[3] + v2[3]],
+            1e-6,
+        );
+        // bias: v = 0.9·[−1, 1] − [0.5, −0.5] = [−1.4, 1.4]; b = [−1.4, 4.4]
+        close(&values(&bt), &[-1.4, 4.4], 1e-6);
+    }
+
+    #[test]
+    fn zero_weight_or_zero_grad_uses_trust_one_and_nesterov() {
+        let cfg = LarsConfig {
+            momentum: 0.5,
+            weight_decay: 0.1,
+            eta: 0.01,
+            epsilon: 0.0,
+            nesterov: true,
+        };
+        // Zero weights: trust 1, so the update is plain momentum SGD with weight decay (of 0).
+        let (flat, wt, bt) = two_params([0.0; 4], [1.0, 1.0]);
+        let mut lars = Lars::new(&flat, cfg);
+        let trust = lars.trust_ratios(&flat);
+        close(&values(&trust), &[1.0, 1.0], 0.0);
+        set_grads(&flat, &[1.0, 2.0, 3.0, 4.0, 0.0, 0.0]);
+        lars.step(&flat, 0.1);
+        // v = −0.1·g; nesterov: w += m·v − lr·g = −0.05·g − 0.1·g = −0.15·g
+        close(&values(&wt), &[-0.15, -0.3, -0.45, -0.6], 1e-6);
+        // Zero bias gradient: bias unchanged.
+        close(&values(&bt), &[1.0, 1.0], 0.0);
+        // Zero weight gradient with non-zero weights: trust 1, only weight decay moves w.
+        let (flat, wt, _) = two_params([1.0, 0.0, 0.0, 0.0], [0.0, 0.0]);
+        let mut lars = Lars::new(
+            &flat,
+            LarsConfig {
+                nesterov: false,
+                ..cfg
+            },
+        );
+        set_grads(&flat, &[0.0; 6]);
+        close(&values(&lars.trust_ratios(&flat)), &[1.0, 1.0], 0.0);
+        lars.step(&flat, 1.0);
+        // g' = 0 + 0.1·w = [0.1, 0, 0, 0]; v = −0.1; w = 0.9
+        close(&values(&wt), &[0.9, 0.0, 0.0, 0.0], 1e-6);
+    }
+}

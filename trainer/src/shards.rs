@@ -1,0 +1,223 @@
+//! The shards pipeline as a trainer loader: [`ShardsSource`] adapts the engine's
+//! [`shardfeed::loader::Loader`] (decode and augment on every core, uint8 NHWC batches in a fixed
+//! pool of buffers) to [`HostBatchSource`]; wrap it in a [`DeviceFeeder`] to get a
+//! [`Loader`](crate::loader::Loader) the training loop eats.
+//!
+//! ```no_run
+//! use shardfeed_trainer::loader::{DeviceFeeder, ImageStats};
+//! use shardfeed_trainer::precision::MemoryFormat;
+//! use shardfeed_trainer::shards::{ShardsOptions, ShardsSource, Split};
+//!
+//! let options = ShardsOptions { size: 224, batch: 256, ..ShardsOptions::default() };
+//! let source = ShardsSource::open("/data/imagenet-shards/train", Split::Train, &options)?;
+//! let loader = DeviceFeeder::new(source, tch::Device::Cuda(0), ImageStats::IMAGENET,
+//!                                MemoryFormat::ChannelsLast);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::Path;
+
+use shardfeed::loader::{Batch, Loader as ShardsLoader, LoaderConfig, Position};
+use shardfeed::sampler::LastBatch;
+
+use crate::loader::{DeviceFeeder, HostBatch, HostBatchSource, LoaderError};
+
+/// Which recipe a [`ShardsSource`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// `RandomResizedCrop` + flip, a fresh shuffle each epoch.
+    Train,
+    /// Resize + centre crop, records in order.
+    Val,
+}
+
+/// How a [`ShardsSource`] reads its dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardsOptions {
+    /// Output side in pixels.
+    pub size: u32,
+    /// Images per batch on this replica.
+    pub batch: usize,
+    /// Seed of the order and the augmentations.
+    pub seed: u64,
+    /// This replica's rank.
+    pub rank: u32,
+    /// Number of replicas.
+    pub world: u32,
+    /// Decode-and-augment threads for this replica (0: every core).
+    pub workers: usize,
+}
+
+impl Default for ShardsOptions {
+    fn default() -> Self {
+        ShardsOptions {
+            size: 224,
+            batch: 256,
+            seed: 0,
+            rank: 0,
+            world: 1,
+            workers: 0,
+        }
+    }
+}
+
+/// A shardfeed dataset served as uint8 NHWC host batches.
+///
+/// Every batch is full (`LastBatch::Drop`, whole batches): each rank gets the same number of
+/// batches, so no replica waits at the end of an epoch for another. For evaluation that means
+/// fewer than one global batch (`world * batch`) of the val set's records are left out: 80 of
+/// ImageNet's 50,000 at 256 images on 1 GPU.
+pub struct ShardsSource {
+    loader: ShardsLoader,
+    size: (usize, usize),
+    batch: usize,
+    epoch: u64,
+    next_batch: u64,
+    /// The batch whose pixels the last [`HostBatch`] lent out; dropping it gives its buffer back
+    /// to the engine's pool.
+    held: Option<Batch>,
+}
+
+impl std::fmt::Debug for ShardsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardsSource")
+            .field("loader", &self.loader)
+            .field("epoch", &self.epoch)
+            .field("next_batch", &self.next_batch)
+            .finish()
+    }
+}
+
+impl ShardsSource {
+    /// Opens the dataset directory `dir` (one split: the folder holding `manifest.json`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoaderError::Source`] naming the directory when it does not open as a dataset, or
+    /// [`LoaderError::Config`] for options the engine refuses.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        split: Split,
+        options: &ShardsOptions,
+    ) -> Result<Self, LoaderError> {
+        let dir = dir.as_ref();
+        let base = match split {
+            Split::Train => LoaderConfig::train(options.size),
+            Split::Val => LoaderConfig::val(options.size),
+        };
+        let config = LoaderConfig {
+            batch_size: options.batch,
+            seed: options.seed,
+            rank: options.rank,
+            world: options.world,
+            workers: options.workers,
+            last_batch: LastBatch::Drop,
+            full_batches: true,
+            ..base
+        };
+        config
+            .validate()
+            .map_err(|e| LoaderError::Config(e.to_string()))?;
+        let loader = ShardsLoader::open(dir, config)
+            .map_err(|e| LoaderError::Source(format!("{}: {e}", dir.display())))?;
+        if loader.batches_per_epoch() == 0 {
+            return Err(LoaderError::Config(format!(
+                "{}: {} records per replica make no whole batch of {}",
+                dir.display(),
+                loader.samples_per_epoch(),
+                options.batch
+            )));
+        }
+        let side = options.size as usize;
+        Ok(ShardsSource {
+            loader,
+            size: (side, side),
+            batch: options.batch,
+            epoch: 0,
+            next_batch: 0,
+            held: None,
+        })
+    }
+
+    /// The number of classes the dataset's manifest lists.
+    pub fn num_classes(&self) -> usize {
+        self.loader.dataset().num_classes()
+    }
+
+    /// The engine underneath (metrics, failures).
+    pub fn engine(&self) -> &ShardsLoader {
+        &self.loader
+    }
+
+    /// Wraps it for `device`: staging, asynchronous copies and normalisation with ImageNet's
+    /// statistics.
+    pub fn into_device_loader(
+        self,
+        device: tch::Device,
+        format: crate::precision::MemoryFormat,
+    ) -> DeviceFeeder<ShardsSource> {
+        DeviceFeeder::new(self, device, crate::loader::ImageStats::IMAGENET, format)
+    }
+}
+
+impl HostBatchSource for ShardsSource {
+    fn image_size(&self) -> (usize, usize) {
+        self.size
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn batches_per_epoch(&self) -> u64 {
+        self.loader.batches_per_epoch()
+    }
+
+    fn start_epoch(&mut self, epoch: u64, skip_batches: u64) -> Result<(), LoaderError> {
+        self.held = None;
+        self.epoch = epoch;
+        self.next_batch = skip_batches;
+        Ok(())
+    }
+
+    fn next_host_batch(&mut self) -> Result<Option<HostBatch<'_>>, LoaderError> {
+        // The previous batch's buffer goes back to the engine's pool first.
+        self.held = None;
+        if self.next_batch >= self.loader.batches_per_epoch() {
+            return Ok(None);
+        }
+        let position = Position::new(self.epoch, self.next_batch);
+        // The engine goes on without a pause when it is already producing this position.
+        let batch = match self.loader.resume(position).next() {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(LoaderError::Source(format!(
+                    "{}: {e}",
+                    self.loader.dataset().dir().display()
+                )))
+            }
+            Some(Ok(batch)) => batch,
+        };
+        if batch.len() != self.batch || batch.side() as usize != self.size.0 {
+            return Err(LoaderError::BadBatch {
+                epoch: self.epoch,
+                batch: self.next_batch,
+                reason: format!(
+                    "{} images of {}x{}, expected {} of {}x{}",
+                    batch.len(),
+                    batch.side(),
+                    batch.side(),
+                    self.batch,
+                    self.size.0,
+                    self.size.1
+                ),
+            });
+        }
+        self.next_batch += 1;
+        let held = self.held.insert(batch);
+        Ok(Some(HostBatch {
+            images: held.images(),
+            labels: held.labels(),
+        }))
+    }
+}

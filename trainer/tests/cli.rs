@@ -1,0 +1,255 @@
+//! End-to-end: the `shardfeed-train` binary on the CPU.
+
+use std::path::Path;
+use std::process::Command;
+
+fn train() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardfeed-train"));
+    c.args(["--device", "cpu", "--threads", "1"]);
+    c
+}
+
+fn tiny(c: &mut Command) -> &mut Command {
+    c.args([
+        "--data",
+        "synthetic",
+        "--model",
+        "small",
+        "--classes",
+        "4",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--steps-per-epoch",
+        "3",
+        "--val-batches",
+        "1",
+        "--lr",
+        "5",
+        "--warmup-epochs",
+        "0.5",
+        "--log-every",
+        "2",
+    ])
+}
+
+fn events(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A small shardfeed dataset (4 classes, 8 training images each, 2 val each) in `dir`.
+fn tiny_shards(dir: &Path) -> std::path::PathBuf {
+    let opts = shardfeed::synth::SynthOptions {
+        classes: 4,
+        per_class: 8,
+        val_per_class: 2,
+        ..shardfeed::synth::SynthOptions::default()
+    };
+    shardfeed::demo::synthetic_dataset_with(dir, &opts, 2).unwrap()
+}
+
+fn shards_run(data: &Path, epochs: &str) -> Command {
+    let mut c = train();
+    c.arg("--data")
+        .arg(format!("shards:{}", data.display()))
+        .args([
+            "--model",
+            "small",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--workers",
+            "2",
+            "--lr",
+            "2",
+            "--warmup-epochs",
+            "0.5",
+            "--log-every",
+            "1",
+            "--epochs",
+            epochs,
+        ]);
+    c
+}
+
+fn step_losses(log: &Path) -> Vec<(u64, f64)> {
+    events(log)
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| (e["step"].as_u64().unwrap(), e["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn shards_data_trains_evaluates_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_shards(dir.path());
+
+    // Uninterrupted: two epochs of 4 steps, evaluated on the 8 val images after each.
+    let log_a = dir.path().join("a.jsonl");
+    let out = shards_run(&data, "2")
+        .arg("--log")
+        .arg(&log_a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 steps/epoch"), "{stderr}");
+    assert!(stderr.contains("(8 images)"), "{stderr}");
+    let a = step_losses(&log_a);
+    assert_eq!(a.len(), 8);
+
+    // The same two-epoch run stopped after 6 steps (mid-epoch), checkpointed, then resumed:
+    // the same batches, the same losses.
+    let ckpt = dir.path().join("ckpt");
+    let log_b = dir.path().join("b.jsonl");
+    for max_steps in ["6", "8"] {
+        let out = shards_run(&data, "2")
+            .args(["--max-steps", max_steps])
+            .arg("--checkpoint-dir")
+            .arg(&ckpt)
+            .arg("--resume")
+            .arg("--log")
+            .arg(&log_b)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let b = step_losses(&log_b);
+    assert_eq!(b, a, "resumed run differs from the uninterrupted one");
+}
+
+#[test]
+fn bad_data_sources_are_refused_naming_them() {
+    let out = train()
+        .args(["--data", "shards:/no/such/shards"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/no/such/shards"), "{err}");
+    let out = train().args(["--data", "ftp://x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown data source 'ftp://x'"));
+}
+
+#[test]
+fn synthetic_run_logs_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let log = dir.path().join("train.jsonl");
+    let out = tiny(&mut train())
+        .args(["--epochs", "2", "--checkpoint-dir"])
+        .arg(&ckpt)
+        .arg("--log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("img/s") && stderr.contains("data wait"),
+        "{stderr}"
+    );
+    let ev = events(&log);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(kinds.last(), Some(&"end"));
+    assert_eq!(kinds.iter().filter(|k| **k == "step").count(), 6);
+    assert_eq!(kinds.iter().filter(|k| **k == "eval").count(), 2);
+    assert!(kinds.contains(&"checkpoint") && kinds.contains(&"throughput"));
+
+    // Two more epochs from the checkpoint: steps 7..=12.
+    let out = tiny(&mut train())
+        .args(["--epochs", "4", "--resume", "--checkpoint-dir"])
+        .arg(&ckpt)
+        .arg("--log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at step 6 (epoch 2, batch 0)"));
+    let ev = events(&log);
+    let steps: Vec<u64> = ev
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>());
+}
+
+#[test]
+fn two_cpu_replicas_run_data_parallel() {
+    let out = tiny(&mut train())
+        .args([
+            "--epochs",
+            "1",
+            "--replicas",
+            "2",
+            "--eval-every",
+            "1",
+            "--checkpoint-every",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 replica(s), global batch 16"), "{stderr}");
+    // Evaluation sums both replicas' validation batches.
+    assert!(stderr.contains("(16 images)"), "{stderr}");
+}
+
+#[test]
+fn bench_mode_prints_images_per_second() {
+    let out = tiny(&mut train())
+        .args([
+            "--epochs",
+            "1",
+            "--eval-every",
+            "0",
+            "--checkpoint-every",
+            "0",
+            "--bench-warmup",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("shardfeed-train small: 16 images in "),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("img/s"));
+}

@@ -5,9 +5,10 @@
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, Encoder, SamplingFactor};
 
-use crate::decode::{decode_rgb_into, DecodeError};
+use crate::decode::DecodeError;
+use crate::region::RegionDecoder;
+use crate::turbo::TurboEncoder;
 
 /// How to re-encode. Checked by [`Reencoder::reencode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,8 +114,10 @@ pub struct Reencoded {
 #[derive(Debug, Default)]
 pub struct Reencoder {
     resizer: Resizer,
-    decoded: Vec<u8>,
+    decoder: RegionDecoder,
     resized: Vec<u8>,
+    /// Created on first use, so that `Default` cannot fail.
+    encoder: Option<TurboEncoder>,
 }
 
 impl Reencoder {
@@ -126,8 +129,10 @@ impl Reencoder {
     /// Decodes `bytes` (any supported format), shrinks it per `opts.max_side` with an
     /// antialiased bilinear filter, and encodes a baseline 4:2:0 RGB JPEG at `opts.quality`.
     ///
-    /// The encoder uses the standard Huffman tables, one interleaved scan, and averages each 2x2
-    /// block for the subsampled chroma, as libjpeg does.
+    /// JPEGs are decoded by libjpeg-turbo (strict: corrupt data is an error) and everything is
+    /// encoded by libjpeg-turbo with libjpeg's defaults: standard Huffman tables, one
+    /// interleaved scan, the quality scaling of the IJG tables — what Pillow writes. CMYK, YCCK
+    /// and anything libjpeg-turbo refuses are decoded by zune-jpeg, other formats by `image`.
     ///
     /// # Errors
     ///
@@ -140,64 +145,65 @@ impl Reencoder {
         opts: &ReencodeOptions,
     ) -> Result<Reencoded, DecodeError> {
         opts.validate()?;
-        let (width, height) = decode_rgb_into(bytes, &mut self.decoded)?;
+        let Reencoder {
+            resizer,
+            decoder,
+            resized,
+            encoder,
+        } = self;
+        let decoded = decoder.decode(bytes, None)?;
+        let (width, height) = (decoded.width, decoded.height);
         let (out_width, out_height) = opts.output_size(width, height);
 
         let pixels: &[u8] = if (out_width, out_height) == (width, height) {
-            &self.decoded
+            decoded.pixels
         } else {
-            self.resize(width, height, out_width, out_height)?;
-            &self.resized
+            resize(
+                resizer,
+                decoded.pixels,
+                (width, height),
+                (out_width, out_height),
+                resized,
+            )?;
+            resized
         };
 
         let encode_error = |detail: String| DecodeError::Encode { detail };
-        let (Ok(w16), Ok(h16)) = (u16::try_from(out_width), u16::try_from(out_height)) else {
-            return Err(encode_error(format!(
-                "{out_width}x{out_height} is too large for JPEG (max 65535 per side)"
-            )));
+        let encoder = match encoder {
+            Some(e) => e,
+            None => encoder.insert(TurboEncoder::new().map_err(|e| encode_error(e.message))?),
         };
-        // A generous first guess for photos at common qualities; the Vec grows if needed.
-        let mut jpeg = Vec::with_capacity(pixels.len() / 4 + 1024);
-        let mut encoder = Encoder::new(&mut jpeg, opts.quality);
-        encoder.set_progressive(false);
-        encoder.set_sampling_factor(SamplingFactor::R_4_2_0);
-        encoder.set_chroma_subsampling_method(ChromaSubsamplingMethod::Average);
-        // Standard Huffman tables: with optimised ones jpeg-encoder writes one scan per
-        // component, which zune-jpeg 0.5.15 decodes wrongly (see `jpeg::check_scan_header`).
-        encoder.set_optimized_huffman_tables(false);
+        let mut jpeg = Vec::new();
         encoder
-            .encode(pixels, w16, h16, ColorType::Rgb)
-            .map_err(|e| encode_error(e.to_string()))?;
-
+            .encode_rgb(pixels, out_width, out_height, opts.quality, &mut jpeg)
+            .map_err(|e| encode_error(e.message))?;
         Ok(Reencoded {
             jpeg,
             width: out_width,
             height: out_height,
         })
     }
+}
 
-    /// Resizes `self.decoded` (`width` x `height`) into `self.resized`.
-    fn resize(
-        &mut self,
-        width: u32,
-        height: u32,
-        out_width: u32,
-        out_height: u32,
-    ) -> Result<(), DecodeError> {
-        let resize_error = |detail: String| DecodeError::Resize { detail };
-        self.resized.clear();
-        self.resized
-            .resize(out_width as usize * out_height as usize * 3, 0);
-        let src = ImageRef::new(width, height, &self.decoded, PixelType::U8x3)
-            .map_err(|e| resize_error(e.to_string()))?;
-        let mut dst =
-            Image::from_slice_u8(out_width, out_height, &mut self.resized, PixelType::U8x3)
-                .map_err(|e| resize_error(e.to_string()))?;
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        self.resizer
-            .resize(&src, &mut dst, &options)
-            .map_err(|e| resize_error(e.to_string()))
-    }
+/// Resizes `pixels` (`width` x `height` RGB8) into `out` (`out_width` x `out_height`).
+fn resize(
+    resizer: &mut Resizer,
+    pixels: &[u8],
+    (width, height): (u32, u32),
+    (out_width, out_height): (u32, u32),
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let resize_error = |detail: String| DecodeError::Resize { detail };
+    out.clear();
+    out.resize(out_width as usize * out_height as usize * 3, 0);
+    let src = ImageRef::new(width, height, pixels, PixelType::U8x3)
+        .map_err(|e| resize_error(e.to_string()))?;
+    let mut dst = Image::from_slice_u8(out_width, out_height, out, PixelType::U8x3)
+        .map_err(|e| resize_error(e.to_string()))?;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    resizer
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| resize_error(e.to_string()))
 }
 
 #[cfg(test)]

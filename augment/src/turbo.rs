@@ -53,50 +53,32 @@ impl Downscale {
     }
 }
 
-/// One TurboJPEG decompression instance.
+/// One TurboJPEG instance (a `tjhandle`), destroyed on drop.
 #[derive(Debug)]
-pub(crate) struct TurboDecoder {
+struct Instance {
     handle: NonNull<std::ffi::c_void>,
 }
 
 // SAFETY: a TurboJPEG instance holds no thread-local state; it may be used from any thread as
 // long as it is used by one thread at a time, which `&mut self` on every use guarantees (the type
 // is not `Sync`).
-unsafe impl Send for TurboDecoder {}
+unsafe impl Send for Instance {}
 
-impl Drop for TurboDecoder {
+impl Drop for Instance {
     fn drop(&mut self) {
         // SAFETY: the handle came from tj3Init and is destroyed exactly once.
         unsafe { tj::tj3Destroy(self.handle.as_ptr()) }
     }
 }
 
-/// Width of an iMCU for each of TurboJPEG's subsampling codes (`tjMCUWidth`).
-fn mcu_width(subsampling: i32) -> Option<u32> {
-    match subsampling {
-        tj::TJSAMP_TJSAMP_444 | tj::TJSAMP_TJSAMP_GRAY | tj::TJSAMP_TJSAMP_440 => Some(8),
-        tj::TJSAMP_TJSAMP_441 => Some(8),
-        tj::TJSAMP_TJSAMP_422 | tj::TJSAMP_TJSAMP_420 => Some(16),
-        tj::TJSAMP_TJSAMP_411 => Some(32),
-        _ => None,
-    }
-}
-
-impl TurboDecoder {
-    /// A new decompression instance, strict about corrupt data (a libjpeg warning, such as
-    /// premature end of data, is an error), with a bound on the memory a hostile header can make
-    /// it allocate.
-    pub(crate) fn new() -> Result<Self, TurboError> {
+impl Instance {
+    fn new(kind: tj::TJINIT) -> Result<Self, TurboError> {
         // SAFETY: tj3Init has no preconditions; a null return is handled.
-        let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as i32) };
+        let raw = unsafe { tj::tj3Init(kind as i32) };
         let handle = NonNull::new(raw).ok_or_else(|| TurboError {
             message: "tj3Init failed: could not create a TurboJPEG instance".into(),
         })?;
-        let decoder = TurboDecoder { handle };
-        decoder.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
-        // Megabytes libjpeg may allocate for one image (progressive coefficient buffers).
-        decoder.set(tj::TJPARAM_TJPARAM_MAXMEMORY, 2048)?;
-        Ok(decoder)
+        Ok(Instance { handle })
     }
 
     fn set(&self, param: tj::TJPARAM, value: i32) -> Result<(), TurboError> {
@@ -126,17 +108,47 @@ impl TurboDecoder {
         };
         Err(TurboError { message })
     }
+}
+
+/// One TurboJPEG decompression instance.
+#[derive(Debug)]
+pub(crate) struct TurboDecoder {
+    inst: Instance,
+}
+
+/// Width of an iMCU for each of TurboJPEG's subsampling codes (`tjMCUWidth`).
+fn mcu_width(subsampling: i32) -> Option<u32> {
+    match subsampling {
+        tj::TJSAMP_TJSAMP_444 | tj::TJSAMP_TJSAMP_GRAY | tj::TJSAMP_TJSAMP_440 => Some(8),
+        tj::TJSAMP_TJSAMP_441 => Some(8),
+        tj::TJSAMP_TJSAMP_422 | tj::TJSAMP_TJSAMP_420 => Some(16),
+        tj::TJSAMP_TJSAMP_411 => Some(32),
+        _ => None,
+    }
+}
+
+impl TurboDecoder {
+    /// A new decompression instance, strict about corrupt data (a libjpeg warning, such as
+    /// premature end of data, is an error), with a bound on the memory a hostile header can make
+    /// it allocate.
+    pub(crate) fn new() -> Result<Self, TurboError> {
+        let inst = Instance::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
+        inst.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+        // Megabytes libjpeg may allocate for one image (progressive coefficient buffers).
+        inst.set(tj::TJPARAM_TJPARAM_MAXMEMORY, 2048)?;
+        Ok(TurboDecoder { inst })
+    }
 
     /// Reads the headers of `jpeg` (up to the first scan).
     pub(crate) fn read_header(&mut self, jpeg: &[u8]) -> Result<TurboHeader, TurboError> {
         // SAFETY: the pointer and length describe a live slice; libjpeg-turbo only reads it.
         let rc = unsafe {
-            tj::tj3DecompressHeader(self.handle.as_ptr(), jpeg.as_ptr(), jpeg.len() as _)
+            tj::tj3DecompressHeader(self.inst.handle.as_ptr(), jpeg.as_ptr(), jpeg.len() as _)
         };
-        self.check(rc)?;
+        self.inst.check(rc)?;
         let (width, height) = (
-            self.get(tj::TJPARAM_TJPARAM_JPEGWIDTH),
-            self.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
+            self.inst.get(tj::TJPARAM_TJPARAM_JPEGWIDTH),
+            self.inst.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
         );
         let (Ok(width), Ok(height)) = (u32::try_from(width), u32::try_from(height)) else {
             return Err(TurboError {
@@ -148,11 +160,11 @@ impl TurboDecoder {
                 message: format!("invalid image size {width}x{height}"),
             });
         }
-        let colorspace = self.get(tj::TJPARAM_TJPARAM_COLORSPACE);
+        let colorspace = self.inst.get(tj::TJPARAM_TJPARAM_COLORSPACE);
         Ok(TurboHeader {
             width,
             height,
-            mcu_width: mcu_width(self.get(tj::TJPARAM_TJPARAM_SUBSAMP)),
+            mcu_width: mcu_width(self.inst.get(tj::TJPARAM_TJPARAM_SUBSAMP)),
             four_channel: colorspace == tj::TJCS_TJCS_CMYK as i32
                 || colorspace == tj::TJCS_TJCS_YCCK as i32,
         })
@@ -178,8 +190,8 @@ impl TurboDecoder {
             denom: scale.denominator as i32,
         };
         // SAFETY: valid handle; the factor is one of TurboJPEG's (1/1, 1/2, 1/4, 1/8).
-        let rc = unsafe { tj::tj3SetScalingFactor(self.handle.as_ptr(), factor) };
-        self.check(rc)?;
+        let rc = unsafe { tj::tj3SetScalingFactor(self.inst.handle.as_ptr(), factor) };
+        self.inst.check(rc)?;
         let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
         let crop = tj::tjregion {
             x: to_i32(region.left),
@@ -189,15 +201,15 @@ impl TurboDecoder {
         };
         // SAFETY: valid handle; tj3SetCroppingRegion checks the region against the header and
         // scaling factor and fails (handled) when it does not fit.
-        let rc = unsafe { tj::tj3SetCroppingRegion(self.handle.as_ptr(), crop) };
-        self.check(rc)?;
+        let rc = unsafe { tj::tj3SetCroppingRegion(self.inst.handle.as_ptr(), crop) };
+        self.inst.check(rc)?;
         let pitch = to_i32(region.width * 3);
         // SAFETY: `out` holds at least `pitch * region.height` bytes, which is all that
         // tj3Decompress8 writes for this cropping region and pixel format; the JPEG slice is
         // only read.
         let rc = unsafe {
             tj::tj3Decompress8(
-                self.handle.as_ptr(),
+                self.inst.handle.as_ptr(),
                 jpeg.as_ptr(),
                 jpeg.len() as _,
                 out.as_mut_ptr(),
@@ -213,8 +225,90 @@ impl TurboDecoder {
             h: 0,
         };
         // SAFETY: valid handle; the all-zero region means "no cropping" and always succeeds.
-        unsafe { tj::tj3SetCroppingRegion(self.handle.as_ptr(), none) };
-        self.check(rc)
+        unsafe { tj::tj3SetCroppingRegion(self.inst.handle.as_ptr(), none) };
+        self.inst.check(rc)
+    }
+}
+
+/// One TurboJPEG compression instance: baseline (sequential) 4:2:0 JPEGs with the standard
+/// Huffman tables, as libjpeg (and so Pillow) writes by default.
+#[derive(Debug)]
+pub(crate) struct TurboEncoder {
+    inst: Instance,
+}
+
+impl TurboEncoder {
+    pub(crate) fn new() -> Result<Self, TurboError> {
+        let inst = Instance::new(tj::TJINIT_TJINIT_COMPRESS)?;
+        inst.set(tj::TJPARAM_TJPARAM_SUBSAMP, tj::TJSAMP_TJSAMP_420)?;
+        inst.set(tj::TJPARAM_TJPARAM_PROGRESSIVE, 0)?;
+        inst.set(tj::TJPARAM_TJPARAM_OPTIMIZE, 0)?;
+        // Write into the caller's buffer, sized with tj3JPEGBufSize; never reallocate it.
+        inst.set(tj::TJPARAM_TJPARAM_NOREALLOC, 1)?;
+        Ok(TurboEncoder { inst })
+    }
+
+    /// Encodes `pixels` (RGB8, `width * height * 3` bytes, no padding) at `quality` (1..=100)
+    /// into `out`, replacing its contents.
+    pub(crate) fn encode_rgb(
+        &mut self,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        quality: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TurboError> {
+        let too_large = || TurboError {
+            message: format!("{width}x{height} is too large to encode"),
+        };
+        let (Ok(w), Ok(h)) = (i32::try_from(width), i32::try_from(height)) else {
+            return Err(too_large());
+        };
+        let pitch = w.checked_mul(3).ok_or_else(too_large)?;
+        if pixels.len() != width as usize * height as usize * 3 {
+            return Err(TurboError {
+                message: format!(
+                    "{} bytes of pixels for a {width}x{height} RGB image",
+                    pixels.len()
+                ),
+            });
+        }
+        self.inst
+            .set(tj::TJPARAM_TJPARAM_QUALITY, i32::from(quality))?;
+        // SAFETY: a pure size computation; 0 (an error) is handled below.
+        let bound = unsafe { tj::tj3JPEGBufSize(w, h, tj::TJSAMP_TJSAMP_420) };
+        let bound = usize::try_from(bound).map_err(|_| too_large())?;
+        if bound == 0 {
+            return Err(too_large());
+        }
+        out.clear();
+        out.resize(bound, 0);
+        let mut buffer = out.as_mut_ptr();
+        let mut size = bound as _;
+        // SAFETY: `pixels` holds `pitch * h` bytes (checked above) and is only read; `buffer`
+        // points to `bound` writable bytes, the most tj3Compress8 writes for this size and
+        // subsampling, and TJPARAM_NOREALLOC forbids it to reallocate (so `out` stays the owner).
+        let rc = unsafe {
+            tj::tj3Compress8(
+                self.inst.handle.as_ptr(),
+                pixels.as_ptr(),
+                w,
+                pitch,
+                h,
+                tj::TJPF_TJPF_RGB,
+                &mut buffer,
+                &mut size,
+            )
+        };
+        self.inst.check(rc)?;
+        let written = usize::try_from(size).map_err(|_| too_large())?;
+        if !std::ptr::eq(buffer, out.as_ptr()) || written > bound {
+            return Err(TurboError {
+                message: "libjpeg-turbo wrote outside the buffer it was given".into(),
+            });
+        }
+        out.truncate(written);
+        Ok(())
     }
 }
 

@@ -371,45 +371,32 @@ fn run_replica(
         start: None,
         last: None,
     };
-    let summary = if rank == 0 {
+    // Rank 0 reports (progress line, JSON lines, benchmark); the other replicas stay quiet.
+    let mut reports: Box<dyn EventSink> = if rank == 0 {
         let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(Progress)];
         if let Some(path) = &args.log {
             sinks.push(Box::new(JsonLines::append(path).with_context(|| {
                 format!("cannot open the log {}", path.display())
             })?));
         }
-        let mut tee = Tee(sinks);
-        let mut both = TeeRef(&mut tee, &mut bench);
-        run(
-            &mut replica,
-            train_loader.as_mut(),
-            val_loader
-                .as_mut()
-                .filter(|_| args.eval_every > 0)
-                .map(|l| l.as_mut() as &mut dyn Loader),
-            avg.as_mut(),
-            &schedule,
-            &opts,
-            resume,
-            &mut both,
-            stop,
-        )?
+        Box::new(Tee(sinks))
     } else {
-        run(
-            &mut replica,
-            train_loader.as_mut(),
-            val_loader
-                .as_mut()
-                .filter(|_| args.eval_every > 0)
-                .map(|l| l.as_mut() as &mut dyn Loader),
-            avg.as_mut(),
-            &schedule,
-            &opts,
-            resume,
-            &mut Discard,
-            stop,
-        )?
+        Box::new(Discard)
     };
+    let summary = run(
+        &mut replica,
+        train_loader.as_mut(),
+        val_loader
+            .as_mut()
+            .filter(|_| args.eval_every > 0)
+            .map(|l| l.as_mut() as &mut dyn Loader),
+        avg.as_mut(),
+        &schedule,
+        &opts,
+        resume,
+        &mut TeeRef(reports.as_mut(), &mut bench),
+        stop,
+    )?;
     let bench = match (bench.start, bench.last) {
         (Some((s0, t0)), Some((s1, t1))) => Some((
             (s1 - s0) * bench.global_batch as u64,

@@ -23,8 +23,6 @@ pub(crate) struct WorkerCounters {
     pub augment_ns: AtomicU64,
     /// Samples filled.
     pub samples: AtomicU64,
-    /// Records that failed (each replaced, or fatal in strict mode).
-    pub failures: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -51,6 +49,9 @@ pub(crate) struct ReadaheadCounters {
 pub(crate) struct ConsumerCounters {
     pub batches: u64,
     pub samples: u64,
+    /// Failed records in the batches delivered (not in batches prefetched but not yet taken,
+    /// so the count is the same whatever the timing).
+    pub failures: u64,
     pub wait: Duration,
     pub depth_sum: u64,
     pub depth_max: u64,
@@ -86,7 +87,7 @@ pub struct LoaderMetrics {
     pub queue_depth_sum: u64,
     /// The most batches found ready at a `next()` call.
     pub queue_depth_max: u64,
-    /// Records that failed to read or decode.
+    /// Records that failed to read or decode in the batches delivered so far (each replaced).
     pub failures: u64,
     /// Bytes the readahead thread asked the kernel to read.
     pub readahead_bytes: u64,
@@ -162,7 +163,7 @@ pub(crate) fn snapshot(
         consumer_wait: consumer.wait,
         queue_depth_sum: consumer.depth_sum,
         queue_depth_max: consumer.depth_max,
-        failures: sum(|w| &w.failures),
+        failures: consumer.failures,
         readahead_bytes: readahead.bytes.load(Ordering::Relaxed),
         readahead_batches: readahead.batches.load(Ordering::Relaxed),
     }

@@ -435,6 +435,7 @@ impl Iterator for Epoch<'_> {
         let item = stream.next_batch(&loader.pool, &mut loader.consumer)?;
         match &item {
             Ok(batch) => {
+                loader.consumer.failures += batch.failures().len() as u64;
                 let room = MAX_FAILURES_KEPT.saturating_sub(loader.failures.len());
                 loader
                     .failures

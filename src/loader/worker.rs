@@ -182,7 +182,6 @@ fn fill_slot(
         Ok(label) => return Ok((sample.record, label, None)),
         Err(p) => p,
     };
-    counters.failures.fetch_add(1, Ordering::Relaxed);
     let mut failure = describe(ctx, epoch, sample, problem);
     if ctx.strict {
         return Err(BatchError::Strict(Box::new(failure)));

@@ -77,7 +77,7 @@ pub use jpeg::JpegPart;
 pub use plan::{AugmentPlan, CropBox, RandomCrop, ResizeSource, SourceRegion};
 pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
-pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder};
+pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder, RegionRequest};
 pub use sample_rng::SampleRng;
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,

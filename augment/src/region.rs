@@ -115,6 +115,17 @@ impl DecodedRegion<'_> {
     }
 }
 
+/// What to decode of an image: decided by the caller once the image's size is known (see
+/// [`RegionDecoder::decode_planned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionRequest {
+    /// The pixels needed, in image coordinates; they must lie inside the image.
+    pub region: CropBox,
+    /// `Some((w, h))`: libjpeg-turbo may downscale by 1/2, 1/4 or 1/8 inside the IDCT as far as
+    /// the region stays at least `w` x `h` pixels. `None`: full resolution.
+    pub at_least: Option<(u32, u32)>,
+}
+
 /// Decodes regions of images (any supported format) to RGB8. Keep one per worker thread: it owns
 /// its libjpeg-turbo instance and its buffers.
 #[derive(Debug, Default)]
@@ -207,7 +218,11 @@ impl RegionDecoder {
         bytes: &[u8],
         region: Option<CropBox>,
     ) -> Result<DecodedRegion<'_>, DecodeError> {
-        self.decode_scaled(bytes, region, None)
+        let request = |size: ImageSize| RegionRequest {
+            region: region.unwrap_or(CropBox::full(size.width, size.height)),
+            at_least: None,
+        };
+        Ok(self.decode_planned(bytes, |size| ((), request(size)))?.1)
     }
 
     /// Like [`decode`](Self::decode), but libjpeg-turbo may downscale by 1/2, 1/4 or 1/8 in the
@@ -224,28 +239,44 @@ impl RegionDecoder {
         region: CropBox,
         at_least: (u32, u32),
     ) -> Result<DecodedRegion<'_>, DecodeError> {
-        self.decode_scaled(bytes, Some(region), Some(at_least))
+        let request = RegionRequest {
+            region,
+            at_least: Some(at_least),
+        };
+        Ok(self.decode_planned(bytes, |_| ((), request))?.1)
     }
 
-    fn decode_scaled(
+    /// Reads the image's size, asks `plan` what to decode (it may also return a value of its
+    /// own, such as the plan it made), and decodes that: the headers are read once, and an image
+    /// that must be decoded whole to learn its size (non-JPEG formats) is decoded once.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode), for the region `plan` asked for.
+    pub fn decode_planned<T>(
         &mut self,
         bytes: &[u8],
-        region: Option<CropBox>,
-        at_least: Option<(u32, u32)>,
-    ) -> Result<DecodedRegion<'_>, DecodeError> {
-        if let JpegPath::Crop(header) = self.jpeg_path(bytes)? {
-            let image = ImageSize {
-                width: header.width,
-                height: header.height,
-            };
-            let wanted = region.unwrap_or(CropBox::full(header.width, header.height));
-            check_region(wanted, image)?;
-            let scale = at_least.map_or(Downscale::NONE, |min| choose_downscale(wanted, min));
-            // When libjpeg-turbo refuses (corrupt data, or something it does not support), the
-            // whole-image path below decides, with its precise reasons.
-            if let Ok(decoded) = self.decode_turbo(bytes, header, wanted, scale) {
+        plan: impl FnOnce(ImageSize) -> (T, RegionRequest),
+    ) -> Result<(T, DecodedRegion<'_>), DecodeError> {
+        let JpegPath::Crop(header) = self.jpeg_path(bytes)? else {
+            let image = self.decode_whole(bytes)?;
+            let (value, request) = plan(image);
+            check_region(request.region, image)?;
+            return Ok((value, self.whole(image)));
+        };
+        let image = ImageSize {
+            width: header.width,
+            height: header.height,
+        };
+        let (value, request) = plan(image);
+        check_region(request.region, image)?;
+        let scale = request
+            .at_least
+            .map_or(Downscale::NONE, |min| choose_downscale(request.region, min));
+        match self.decode_turbo(bytes, header, request.region, scale) {
+            Ok(decoded) => {
                 let needed = decoded.width as usize * decoded.height as usize * 3;
-                return Ok(DecodedRegion {
+                let region = DecodedRegion {
                     pixels: &self.pixels[..needed],
                     width: decoded.width,
                     height: decoded.height,
@@ -253,23 +284,36 @@ impl RegionDecoder {
                     origin_y: decoded.top,
                     image,
                     scale_denominator: scale.denominator,
-                });
+                };
+                Ok((value, region))
+            }
+            // libjpeg-turbo refused (corrupt data, or something it does not support): the
+            // whole-image path decides, with its precise reasons.
+            Err(_) => {
+                let image = self.decode_whole(bytes)?;
+                check_region(request.region, image)?;
+                Ok((value, self.whole(image)))
             }
         }
+    }
+
+    /// Decodes the whole image into the buffer (zune-jpeg, or `image` for other formats).
+    fn decode_whole(&mut self, bytes: &[u8]) -> Result<ImageSize, DecodeError> {
         let (width, height) = decode_rgb_into(bytes, &mut self.pixels)?;
-        let image = ImageSize { width, height };
-        if let Some(r) = region {
-            check_region(r, image)?;
-        }
-        Ok(DecodedRegion {
+        Ok(ImageSize { width, height })
+    }
+
+    /// The buffer as a whole decoded `image`.
+    fn whole(&self, image: ImageSize) -> DecodedRegion<'_> {
+        DecodedRegion {
             pixels: &self.pixels,
-            width,
-            height,
+            width: image.width,
+            height: image.height,
             origin_x: 0,
             origin_y: 0,
             image,
             scale_denominator: 1,
-        })
+        }
     }
 
     /// Decodes `wanted` (image coordinates) through libjpeg-turbo; returns the decoded box in
@@ -565,6 +609,62 @@ mod tests {
             )
             .expect("decodes");
         assert_eq!((region.width, region.height), (5, 4));
+    }
+
+    #[test]
+    fn decode_planned_plans_from_the_size_and_returns_the_plan() {
+        let jpeg = jpeg_rgb(&gradient_rgb(64, 48), 64, 48);
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(9, 7, image::Rgb([4, 5, 6]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("encodes a PNG");
+        let mut decoder = RegionDecoder::new();
+        for (bytes, size) in [(&jpeg, (64, 48)), (&png, (9, 7))] {
+            let (seen, region) = decoder
+                .decode_planned(bytes, |image| {
+                    let wanted = CropBox {
+                        left: 1,
+                        top: 2,
+                        width: 5,
+                        height: 4,
+                    };
+                    (
+                        image,
+                        RegionRequest {
+                            region: wanted,
+                            at_least: None,
+                        },
+                    )
+                })
+                .expect("decodes");
+            assert_eq!((seen.width, seen.height), size);
+            assert_eq!(region.image, seen);
+            assert!(region
+                .local(CropBox {
+                    left: 1,
+                    top: 2,
+                    width: 5,
+                    height: 4
+                })
+                .is_some());
+        }
+        // A plan outside the image is refused.
+        let outside = decoder.decode_planned(&png, |image| {
+            let region = CropBox {
+                left: image.width,
+                top: 0,
+                width: 1,
+                height: 1,
+            };
+            (
+                (),
+                RegionRequest {
+                    region,
+                    at_least: None,
+                },
+            )
+        });
+        assert!(matches!(outside, Err(DecodeError::Region { .. })));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::decode::DecodeError;
 use crate::plan::{
     center_crop_region, random_resized_crop, AugmentPlan, CropBox, ResizeSource, SourceRegion,
 };
-use crate::region::{DecodedRegion, ImageSize, RegionDecoder};
+use crate::region::{DecodedRegion, ImageSize, RegionDecoder, RegionRequest};
 use crate::sample_rng::SampleRng;
 
 /// The largest output side accepted, in pixels.
@@ -329,10 +329,7 @@ impl Augmenter {
     ) -> Result<Applied, AugmentError> {
         transform.validate()?;
         check_slot(transform.size(), out)?;
-        let started = Instant::now();
-        let size = self.decoder.size(image)?;
-        let plan = transform.plan(size, key);
-        self.decode_and_resize(image, &plan, started, out)
+        self.decode_and_resize(image, out, |size| transform.plan(size, key))
     }
 
     /// Carries out a given plan on `image`: decodes `plan.decode`, resizes `plan.resize` onto
@@ -366,8 +363,7 @@ impl Augmenter {
         out: &mut [u8],
     ) -> Result<Applied, AugmentError> {
         check_slot(plan.size, out)?;
-        let started = Instant::now();
-        self.decode_and_resize(image, plan, started, out)
+        self.decode_and_resize(image, out, |_| *plan)
     }
 
     /// The resize and flip of `plan` alone, from pixels decoded elsewhere: `decoded` must hold
@@ -409,33 +405,26 @@ impl Augmenter {
         resize_into(&mut self.resizer, decoded, plan, out)
     }
 
-    /// Decodes what `plan` needs and resizes it into `out` (already checked to be the right
-    /// length), counting stage times from `started`.
+    /// Reads the image's size, makes the plan with `make_plan`, decodes what the plan needs
+    /// (the headers read once) and resizes it into `out` (already checked to be the right
+    /// length), counting the stage times.
     fn decode_and_resize(
         &mut self,
         image: &[u8],
-        plan: &AugmentPlan,
-        started: Instant,
         out: &mut [u8],
+        make_plan: impl FnOnce(ImageSize) -> AugmentPlan,
     ) -> Result<Applied, AugmentError> {
-        let decoded = if self.dct_downscale {
-            let (width, height) = match plan.resize {
-                ResizeSource::Cropped(crop) => (crop.width, crop.height),
-                ResizeSource::Region(r) => (r.width.max(0.0) as u32, r.height.max(0.0) as u32),
-            };
-            // Keep at least twice the output's resolution, so the antialiasing filter still
-            // has real pixels to average: the result stays close to the full-resolution path.
-            let keep = plan.size.saturating_mul(2);
-            let at_least = (keep.min(width), keep.min(height));
-            self.decoder
-                .decode_downscaled(image, plan.decode, at_least)?
-        } else {
-            self.decoder.decode(image, Some(plan.decode))?
-        };
+        let started = Instant::now();
+        let dct_downscale = self.dct_downscale;
+        let (plan, decoded) = self.decoder.decode_planned(image, |size| {
+            let plan = make_plan(size);
+            let request = decode_request(&plan, dct_downscale);
+            (plan, request)
+        })?;
         let decoded_at = Instant::now();
         self.times.decode += decoded_at - started;
         let image_size = decoded.image;
-        resize_into(&mut self.resizer, &decoded, plan, out)?;
+        resize_into(&mut self.resizer, &decoded, &plan, out)?;
         self.times.resize += decoded_at.elapsed();
         self.times.images += 1;
         Ok(Applied {
@@ -461,6 +450,25 @@ impl Augmenter {
     /// The time spent per stage since the last call (or since creation), then resets it.
     pub fn take_stage_times(&mut self) -> StageTimes {
         std::mem::take(&mut self.times)
+    }
+}
+
+/// What the decoder must deliver for `plan`: its decode box, and with `dct_downscale` leave to
+/// downscale in the IDCT while the resize source keeps at least twice the output's resolution
+/// (so the antialiasing filter still has real pixels to average and the result stays close to
+/// the full-resolution path).
+fn decode_request(plan: &AugmentPlan, dct_downscale: bool) -> RegionRequest {
+    let at_least = dct_downscale.then(|| {
+        let (width, height) = match plan.resize {
+            ResizeSource::Cropped(crop) => (crop.width, crop.height),
+            ResizeSource::Region(r) => (r.width.max(0.0) as u32, r.height.max(0.0) as u32),
+        };
+        let keep = plan.size.saturating_mul(2);
+        (keep.min(width), keep.min(height))
+    });
+    RegionRequest {
+        region: plan.decode,
+        at_least,
     }
 }
 

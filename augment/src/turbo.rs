@@ -18,8 +18,8 @@ use turbojpeg_sys as tj;
 
 use crate::plan::CropBox;
 
-/// An error from libjpeg-turbo: its message, and whether it was only a warning (corrupt data
-/// that it could have decoded around) or fatal.
+/// An error from libjpeg-turbo, with its message. Warnings (corrupt data it could have decoded
+/// around) are errors too: the decoder is created with `TJPARAM_STOPONWARNING`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TurboError {
     pub(crate) message: String,

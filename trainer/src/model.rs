@@ -141,12 +141,18 @@ impl BasicBlock {
             .relu()
             .apply(&self.conv2)
             .apply_t(&self.bn2, train);
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward_t(xs, train),
-            None => xs.shallow_clone(),
-        };
-        (ys + shortcut).relu()
+        add_shortcut(ys, xs, self.downsample.as_ref(), train)
     }
+}
+
+/// The end of every residual block: `relu(ys + shortcut(xs))`, the shortcut downsampled when the
+/// block changes shape.
+fn add_shortcut(ys: Tensor, xs: &Tensor, downsample: Option<&Downsample>, train: bool) -> Tensor {
+    let shortcut = match downsample {
+        Some(d) => d.forward_t(xs, train),
+        None => xs.shallow_clone(),
+    };
+    (ys + shortcut).relu()
 }
 
 /// 1x1 → 3x3 (stride here, v1.5) → 1x1 with 4x expansion (ResNet-50).
@@ -184,11 +190,7 @@ impl Bottleneck {
             .relu()
             .apply(&self.conv3)
             .apply_t(&self.bn3, train);
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward_t(xs, train),
-            None => xs.shallow_clone(),
-        };
-        (ys + shortcut).relu()
+        add_shortcut(ys, xs, self.downsample.as_ref(), train)
     }
 }
 

@@ -12,6 +12,17 @@ impl SplitMix64 {
         SplitMix64(seed)
     }
 
+    /// A generator keyed by several numbers (seed, rank, epoch, ...), mixed into the state one
+    /// after the other, so `[a, b]` and `[b, a]` differ.
+    pub fn keyed(keys: &[u64]) -> Self {
+        let mut rng = SplitMix64(0x5eed_5eed_5eed_5eed);
+        for &key in keys {
+            rng.0 ^= key;
+            rng.next_u64();
+        }
+        rng
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -33,6 +44,11 @@ impl SplitMix64 {
     /// A uniform float in `[0, 1)` with 53 random bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A uniform `f32` in `[0, 1)` with 24 random bits.
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 
@@ -91,5 +107,18 @@ mod tests {
         for c in counts {
             assert!((9_400..10_600).contains(&c), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn keyed_generators_depend_on_every_key_and_their_order() {
+        let first = |keys: &[u64]| SplitMix64::keyed(keys).next_u64();
+        assert_eq!(first(&[1, 2]), first(&[1, 2]));
+        assert_ne!(first(&[1, 2]), first(&[2, 1]));
+        assert_ne!(first(&[1, 2]), first(&[1, 3]));
+        assert_ne!(first(&[1]), first(&[1, 0]));
+        let mut rng = SplitMix64::keyed(&[7]);
+        assert!((0..1000)
+            .map(|_| rng.next_f32())
+            .all(|f| (0.0..1.0).contains(&f)));
     }
 }

@@ -172,40 +172,13 @@ fn upload(host: &Tensor, device: Device) -> Result<Tensor, tch::TchError> {
     host.f_to_device_(device, host.kind(), device.is_cuda(), !device.is_cuda())
 }
 
-/// SplitMix64: the tiny deterministic generator behind shuffles and synthetic data, so results
+/// The generator behind shuffles and synthetic data (shardfeed's SplitMix64), so results
 /// depend on the seed only (not on libtorch's global generator, shared by all threads).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub use shardfeed::rng::SplitMix64;
 
-impl SplitMix64 {
-    /// A generator keyed by several numbers (seed, rank, epoch, ...).
-    pub fn keyed(keys: &[u64]) -> Self {
-        let mut s = SplitMix64(0x5eed_5eed_5eed_5eed);
-        for &k in keys {
-            s.0 ^= k;
-            s.next_u64();
-        }
-        s
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// Uniform in `[-1, 1)`.
-    pub fn symmetric(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+/// Uniform in `[-1, 1)`.
+fn symmetric(rng: &mut SplitMix64) -> f32 {
+    rng.next_f32() * 2.0 - 1.0
 }
 
 /// Fisher–Yates permutation of `0..n` for one (seed, epoch).
@@ -269,7 +242,7 @@ impl SyntheticLoader {
         }
         let mut rng = SplitMix64::keyed(&[seed, 0x9707]);
         let protos: Vec<f32> = (0..num_classes * 3 * 16)
-            .map(|_| rng.symmetric() * 1.7)
+            .map(|_| symmetric(&mut rng) * 1.7)
             .collect();
         let prototypes = Tensor::from_slice(&protos)
             .view([num_classes as i64, 3, 4, 4])
@@ -282,7 +255,7 @@ impl SyntheticLoader {
             // Keyed by rank too: a validation loader made with another rank sees other noise.
             let mut rng = SplitMix64::keyed(&[seed, 0x401e, rank as u64, p as u64]);
             for v in buf.iter_mut() {
-                *v = rng.symmetric() * 1.7 * noise;
+                *v = symmetric(&mut rng) * 1.7 * noise;
             }
             let t = Tensor::from_slice(&buf)
                 .view([batch as i64, 3, height as i64, width as i64])

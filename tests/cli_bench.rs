@@ -15,7 +15,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn dataset(dir: &Path) -> PathBuf {
-    shardfeed::demo::synthetic_dataset(dir, 2, 6).expect("synthetic dataset")
+    shardfeed_engine::demo::synthetic_dataset(dir, 2, 6).expect("synthetic dataset")
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -96,7 +96,7 @@ fn bench_counts_a_corrupt_record_and_strict_names_it() {
     let t = tempfile::tempdir().expect("tempdir");
     let root = dataset(t.path());
     let train = root.join("train");
-    let ds = shardfeed::shards::Dataset::open(&train).expect("opens");
+    let ds = shardfeed_engine::shards::Dataset::open(&train).expect("opens");
     let shard = ds.shards()[1].path().to_owned();
     let e = ds.shards()[1].entry(0).expect("entry");
     drop(ds);

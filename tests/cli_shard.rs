@@ -438,7 +438,7 @@ fn a_flat_val_folder_is_labelled_from_devkit_or_kaggle_files() {
         args.extend(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ok(&args);
-        let ds = shardfeed::shards::Dataset::open(out.join("val")).unwrap();
+        let ds = shardfeed_engine::shards::Dataset::open(out.join("val")).unwrap();
         assert_eq!(ds.len(), 6);
         let got: Vec<(String, String)> = (0..ds.len())
             .map(|g| {
@@ -625,7 +625,9 @@ fn empty_inputs_are_errors_that_name_the_folder() {
 fn strict_names_the_first_unusable_file_in_write_order() {
     let t = tempfile::tempdir().unwrap();
     let images = synth(t.path(), false);
-    let class_dir = images.join("train").join(shardfeed::synth::synset_id(1));
+    let class_dir = images
+        .join("train")
+        .join(shardfeed_engine::synth::synset_id(1));
     let bad = class_dir.join("zz_not_an_image.JPEG");
     fs::write(&bad, b"GIF89a, or so it says").unwrap();
     let out = t.path().join("strict");

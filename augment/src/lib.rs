@@ -64,7 +64,7 @@ pub mod plan;
 mod probe;
 mod reencode;
 mod region;
-mod sample_rng;
+
 mod transform;
 mod turbo;
 
@@ -78,7 +78,8 @@ pub use plan::{AugmentPlan, CropBox, RandomCrop, ResizeSource, SourceRegion};
 pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
 pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder, RegionRequest};
-pub use sample_rng::SampleRng;
+/// The random numbers of one sample's augmentation: [`SampleRng::for_sample`]`(seed, epoch, index)`.
+pub type SampleRng = shardfeed_rng::Xoshiro256;
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,
     TransformError, ValTransform, MAX_OUTPUT_SIZE,

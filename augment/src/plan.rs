@@ -10,7 +10,7 @@
 //!   [`Transform::plan`](crate::Transform::plan) or by hand for a given crop.
 
 use crate::region::ImageSize;
-use crate::sample_rng::SampleRng;
+use crate::SampleRng;
 
 /// An integer rectangle of an image, in pixels: columns `left..left + width`, rows
 /// `top..top + height`.
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn fallback_cuts_the_centre_to_the_nearest_ratio() {
         // scale > 1 never fits, so every try fails and the fallback decides.
-        let mut rng = SampleRng::from_seed(1);
+        let mut rng = SampleRng::new(1);
         let wide = random_resized_crop(&mut rng, 1000, 100, (2.0, 3.0), (0.75, 4.0 / 3.0));
         assert_eq!(
             wide,

@@ -12,7 +12,7 @@ use crate::plan::{
     center_crop_region, random_resized_crop, AugmentPlan, CropBox, ResizeSource, SourceRegion,
 };
 use crate::region::{DecodedRegion, ImageSize, RegionDecoder, RegionRequest};
-use crate::sample_rng::SampleRng;
+use crate::SampleRng;
 
 /// The largest output side accepted, in pixels.
 pub const MAX_OUTPUT_SIZE: u32 = 4096;

@@ -4,11 +4,11 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use shardfeed::augment::{JpegBackend, TrainTransform, Transform, ValTransform};
-use shardfeed::loader::{Loader, LoaderConfig, LoaderMetrics};
-use shardfeed::process::{self, MemoryStats};
-use shardfeed::sampler::{LastBatch, Shuffle};
-use shardfeed::shards::MANIFEST_FILE;
+use shardfeed_engine::augment::{JpegBackend, TrainTransform, Transform, ValTransform};
+use shardfeed_engine::loader::{Loader, LoaderConfig, LoaderMetrics};
+use shardfeed_engine::process::{self, MemoryStats};
+use shardfeed_engine::sampler::{LastBatch, Shuffle};
+use shardfeed_engine::shards::MANIFEST_FILE;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shardfeed::shards::{write_atomic, Dataset};
+use shardfeed_engine::shards::{write_atomic, Dataset};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +39,7 @@ struct Inspection {
     height_mean: f64,
     common_sizes: Vec<(String, u64)>,
     skipped: usize,
-    params: shardfeed::shards::BuildParams,
+    params: shardfeed_engine::shards::BuildParams,
 }
 
 fn inspect_one(dir: &std::path::Path) -> anyhow::Result<Inspection> {

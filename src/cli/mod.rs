@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The dataset directories under `dir`: `dir` itself when it holds a manifest, else its
 /// `train/` and `val/` (as `shardfeed shard` writes an ILSVRC2012 root).
 pub fn dataset_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
-    use shardfeed::shards::MANIFEST_FILE;
+    use shardfeed_engine::shards::MANIFEST_FILE;
     if dir.join(MANIFEST_FILE).exists() {
         return vec![dir.to_owned()];
     }

@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shardfeed::augment::ReencodeOptions;
-use shardfeed::ingest::{self, FlatLabels, IngestOptions, Mode, Order, Sharding};
-use shardfeed::shards::Dataset;
+use shardfeed_engine::augment::ReencodeOptions;
+use shardfeed_engine::ingest::{self, FlatLabels, IngestOptions, Mode, Order, Sharding};
+use shardfeed_engine::shards::Dataset;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

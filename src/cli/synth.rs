@@ -1,7 +1,7 @@
 //! `shardfeed synth OUT`.
 
 use clap::Args;
-use shardfeed::synth::{generate, SynthOptions};
+use shardfeed_engine::synth::{generate, SynthOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

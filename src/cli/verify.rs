@@ -1,7 +1,7 @@
 //! `shardfeed verify DIR`.
 
 use clap::Args;
-use shardfeed::shards::verify_dataset;
+use shardfeed_engine::shards::verify_dataset;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,7 +14,7 @@ pub struct VerifyArgs {
 pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut bad = 0usize;
     for dir in super::dataset_dirs(&a.dir) {
-        let total = shardfeed::shards::Manifest::load(&dir).map(|m| m.bytes)?;
+        let total = shardfeed_engine::shards::Manifest::load(&dir).map(|m| m.bytes)?;
         let pb = super::progress_bar(
             total,
             "{spinner} verify [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",

@@ -15,7 +15,7 @@
 use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
 
 use crate::render::{RgbBuffer, Split};
-use crate::rng::Rng;
+use shardfeed_rng::Xoshiro256 as Rng;
 
 /// What file an image is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

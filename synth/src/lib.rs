@@ -11,8 +11,8 @@
 //! # Determinism
 //!
 //! Every image has its own random streams, seeded from
-//! `(seed, split, class, k)` by [`rng`] (SplitMix64 and xoshiro256**, written
-//! here so no crate update can change them). [`render_image`] is a pure
+//! `(seed, split, class, k)` by [`rng`] (the `shardfeed-rng` crate: SplitMix64 and xoshiro256**,
+//! our own code, so no crate update can change them). [`render_image`] is a pure
 //! function of those values (and the class count, which sets the hue
 //! spacing); a file's bytes depend only on them plus `quality` and
 //! `oddities`, so output is byte-identical across runs and thread counts.
@@ -67,7 +67,7 @@ mod encode;
 mod generate;
 mod math;
 mod render;
-pub mod rng;
+pub use shardfeed_rng as rng;
 
 pub use design::{class_style, ClassStyle, MAX_CLASSES};
 pub use encode::ImageKind;
@@ -210,7 +210,7 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use shardfeed_rng::Xoshiro256 as Rng;
 
     #[test]
     fn synset_ids_are_distinct_sorted_and_imagenet_shaped() {

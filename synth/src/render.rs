@@ -7,7 +7,7 @@
 
 use crate::design::{class_style, Texture};
 use crate::math::{cos_turns, hsv_to_rgb, phase_step, sin_turns, wave};
-use crate::rng::{derive_seed, Rng};
+use shardfeed_rng::{derive_seed, Xoshiro256 as Rng};
 
 /// Which half of the dataset an image belongs to. Each split has its own
 /// seed stream, so `train/x_1` and `val/x_1` differ.
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn pixels_are_pinned() {
         let img = render_image(1, 10, 0, Split::Train, 1);
-        let h = crate::rng::derive_seed(
+        let h = shardfeed_rng::derive_seed(
             &img.data
                 .chunks(8)
                 .map(|c| c.iter().fold(0u64, |a, &b| a << 8 | u64::from(b)))

@@ -9,7 +9,7 @@
 //! | [`loader`] | [`loader::Loader`], [`loader::SyntheticLoader`], [`loader::DeviceFeeder`], [`loader::HostBatchSource`] | batches onto the device |
 //! | [`allreduce`] | [`allreduce::GradientAverager`], [`allreduce::InProcessGroup`], [`allreduce::NcclAverager`] | data parallelism |
 //! | [`precision`] | [`precision::AutocastGuard`], [`precision::MemoryFormat`] | bf16 autocast and channels-last (tch gaps, via a C++ shim) |
-//! | [`shards`] | [`shards::ShardsSource`] | the shardfeed pipeline (`shardfeed::loader::Loader`) as a host batch source |
+//! | [`shards`] | [`shards::ShardsSource`] | the shardfeed pipeline (`shardfeed_engine::loader::Loader`) as a host batch source |
 //! | [`train`] | [`train::Replica`], [`train::run`] | the loop: epochs, eval, checkpoints, resume, stop |
 //! | [`checkpoint`] | [`checkpoint::CheckpointMeta`] | atomic checkpoint files |
 //! | [`events`] | [`events::Event`], [`events::EventSink`] | JSON-lines log and the progress line |

@@ -174,7 +174,7 @@ fn upload(host: &Tensor, device: Device) -> Result<Tensor, tch::TchError> {
 
 /// The generator behind shuffles and synthetic data (shardfeed's SplitMix64), so results
 /// depend on the seed only (not on libtorch's global generator, shared by all threads).
-pub use shardfeed::rng::SplitMix64;
+pub use shardfeed_engine::rng::SplitMix64;
 
 /// Uniform in `[-1, 1)`.
 fn symmetric(rng: &mut SplitMix64) -> f32 {

@@ -1,5 +1,5 @@
 //! The shards pipeline as a trainer loader: [`ShardsSource`] adapts the engine's
-//! [`shardfeed::loader::Loader`] (decode and augment on every core, uint8 NHWC batches in a fixed
+//! [`shardfeed_engine::loader::Loader`] (decode and augment on every core, uint8 NHWC batches in a fixed
 //! pool of buffers) to [`HostBatchSource`]; wrap it in a [`DeviceFeeder`] to get a
 //! [`Loader`](crate::loader::Loader) the training loop eats.
 //!
@@ -17,8 +17,8 @@
 
 use std::path::Path;
 
-use shardfeed::loader::{Batch, Loader as ShardsLoader, LoaderConfig, Position};
-use shardfeed::sampler::LastBatch;
+use shardfeed_engine::loader::{Batch, Loader as ShardsLoader, LoaderConfig, Position};
+use shardfeed_engine::sampler::LastBatch;
 
 use crate::loader::{DeviceFeeder, HostBatch, HostBatchSource, LoaderError};
 

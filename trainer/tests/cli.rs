@@ -44,13 +44,13 @@ fn events(log: &Path) -> Vec<serde_json::Value> {
 
 /// A small shardfeed dataset (4 classes, 8 training images each, 2 val each) in `dir`.
 fn tiny_shards(dir: &Path) -> std::path::PathBuf {
-    let opts = shardfeed::synth::SynthOptions {
+    let opts = shardfeed_engine::synth::SynthOptions {
         classes: 4,
         per_class: 8,
         val_per_class: 2,
-        ..shardfeed::synth::SynthOptions::default()
+        ..shardfeed_engine::synth::SynthOptions::default()
     };
-    shardfeed::demo::synthetic_dataset_with(dir, &opts, 2).unwrap()
+    shardfeed_engine::demo::synthetic_dataset_with(dir, &opts, 2).unwrap()
 }
 
 fn shards_run(data: &Path, epochs: &str) -> Command {

@@ -202,7 +202,7 @@ struct Plan {
 /// `DIR/train` and `DIR/val` when DIR holds both splits (as `shardfeed shard` writes them), or DIR
 /// itself as the training set when it is one dataset.
 fn shard_dirs(dir: &std::path::Path) -> (PathBuf, Option<PathBuf>) {
-    let manifest = shardfeed::shards::MANIFEST_FILE;
+    let manifest = shardfeed_engine::shards::MANIFEST_FILE;
     if dir.join(manifest).exists() {
         return (dir.to_owned(), None);
     }
@@ -271,7 +271,7 @@ fn plan(args: &Args) -> Result<Plan> {
         DataSource::Synthetic => (args.classes, None),
         DataSource::Shards(dir) => {
             let (train, val) = shard_dirs(dir);
-            let dataset = shardfeed::shards::Dataset::open(&train)
+            let dataset = shardfeed_engine::shards::Dataset::open(&train)
                 .with_context(|| format!("--data shards:{}", dir.display()))?;
             (dataset.num_classes(), Some((train, val)))
         }

@@ -2,14 +2,14 @@
 //! count, distributed sample counts, exact resume, failed records, back-pressure, and the
 //! transforms.
 
-use shardfeed::augment::{Augmenter, SampleKey, TrainTransform, Transform, ValTransform};
-use shardfeed::ingest::{build_params, IngestOptions, Mode, Order, Sharding};
-use shardfeed::loader::{
+use shardfeed_engine::augment::{Augmenter, SampleKey, TrainTransform, Transform, ValTransform};
+use shardfeed_engine::ingest::{build_params, IngestOptions, Mode, Order, Sharding};
+use shardfeed_engine::loader::{
     Batch, BatchError, Loader, LoaderConfig, Position, RecordFailure, TransformSchedule,
 };
-use shardfeed::sampler::{LastBatch, Shuffle};
-use shardfeed::shards::{Dataset, DatasetSpec, DatasetWriter, Record, ShardLayout};
-use shardfeed::synth::SynthOptions;
+use shardfeed_engine::sampler::{LastBatch, Shuffle};
+use shardfeed_engine::shards::{Dataset, DatasetSpec, DatasetWriter, Record, ShardLayout};
+use shardfeed_engine::synth::SynthOptions;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -30,7 +30,8 @@ fn data() -> &'static Path {
                 seed: 3,
                 ..SynthOptions::default()
             };
-            shardfeed::demo::synthetic_dataset_with(&dir, &opts, 3).expect("synthetic dataset");
+            shardfeed_engine::demo::synthetic_dataset_with(&dir, &opts, 3)
+                .expect("synthetic dataset");
         }
         root
     })

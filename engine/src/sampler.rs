@@ -20,7 +20,7 @@
 //! [`Shuffle::ShardWindow`] each rank therefore reads its own set of shards each epoch.
 //!
 //! ```
-//! use shardfeed::sampler::{plan_epoch, EpochSpec, LastBatch, Shuffle};
+//! use shardfeed_engine::sampler::{plan_epoch, EpochSpec, LastBatch, Shuffle};
 //!
 //! // 10 records in two shards of 5, two ranks.
 //! let spec = |rank| EpochSpec {
@@ -40,7 +40,7 @@
 //! all.sort();
 //! assert_eq!(all, (0..10).collect::<Vec<_>>());
 //! assert_eq!(plan_epoch(&spec(0))?, a, "a pure function of the spec");
-//! # Ok::<(), shardfeed::sampler::SamplerError>(())
+//! # Ok::<(), shardfeed_engine::sampler::SamplerError>(())
 //! ```
 
 use crate::rng::{mix64, shuffle};

@@ -11,8 +11,8 @@ use crate::sampler::{LastBatch, Shuffle};
 /// resizing as FFCV's ImageNet recipe does (small images early, full size at the end).
 ///
 /// ```
-/// use shardfeed::augment::{TrainTransform, Transform};
-/// use shardfeed::loader::TransformSchedule;
+/// use shardfeed_engine::augment::{TrainTransform, Transform};
+/// use shardfeed_engine::loader::TransformSchedule;
 ///
 /// let schedule = TransformSchedule::new(Transform::Train(TrainTransform::new(160)))
 ///     .from_epoch(10, Transform::Train(TrainTransform::new(192)));
@@ -84,8 +84,8 @@ impl From<Transform> for TransformSchedule {
 /// [`LoaderConfig::train`] or [`LoaderConfig::val`] and change fields with struct-update syntax:
 ///
 /// ```
-/// use shardfeed::loader::LoaderConfig;
-/// use shardfeed::sampler::LastBatch;
+/// use shardfeed_engine::loader::LoaderConfig;
+/// use shardfeed_engine::sampler::LastBatch;
 ///
 /// let config = LoaderConfig { batch_size: 256, rank: 3, world: 8, last_batch: LastBatch::Drop,
 ///                             ..LoaderConfig::train(224) };

@@ -1,7 +1,8 @@
-//! # shardfeed
+//! # shardfeed-engine
 //!
-//! The engine and command-line tool of shardfeed, an input pipeline that keeps accelerators busy
-//! while they train image models on ImageNet-scale data.
+//! The engine of shardfeed, an input pipeline that keeps accelerators busy while they train image
+//! models on ImageNet-scale data. The `shardfeed` command-line tool and the trainer are thin
+//! layers over it; it has no CLI, terminal or signal-handling dependency of its own.
 //!
 //! - [`loader`]: the engine. [`Loader`](loader::Loader) yields [`Batch`](loader::Batch)es of
 //!   augmented images (N x H x W x 3 `u8`) and labels from a dataset, on every core, in an order
@@ -9,7 +10,7 @@
 //! - [`sampler`]: that order, as pure functions.
 //! - [`ingest`]: `shardfeed shard`, an image folder (ILSVRC2012 layout) into verified shards.
 //! - [`labels`]: parsers for the label files of a flat validation folder.
-//! - [`rng`]: seeded, version-stable random numbers for shard and sample order.
+//! - [`rng`]: seeded, version-stable random numbers (the `shardfeed-rng` crate, re-exported).
 //! - [`process`]: the process's memory (peak RSS) and CPU time, for benchmarks.
 //! - [`demo`]: small synthetic datasets for examples and tests.
 //!
@@ -21,9 +22,9 @@ pub mod ingest;
 pub mod labels;
 pub mod loader;
 pub mod process;
-pub mod rng;
 pub mod sampler;
 
 pub use shardfeed_augment as augment;
+pub use shardfeed_rng as rng;
 pub use shardfeed_shards as shards;
 pub use shardfeed_synth as synth;

@@ -4,8 +4,8 @@
 //!
 //! ```
 //! let tmp = tempfile::tempdir()?;
-//! let root = shardfeed::demo::synthetic_dataset(tmp.path(), 2, 5)?;
-//! let train = shardfeed::shards::Dataset::open(root.join("train"))?;
+//! let root = shardfeed_engine::demo::synthetic_dataset(tmp.path(), 2, 5)?;
+//! let train = shardfeed_engine::shards::Dataset::open(root.join("train"))?;
 //! assert_eq!(train.len(), 10);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -32,10 +32,10 @@
 //! # Example
 //!
 //! ```
-//! use shardfeed::loader::{Loader, LoaderConfig};
+//! use shardfeed_engine::loader::{Loader, LoaderConfig};
 //!
 //! # let tmp = tempfile::tempdir()?;
-//! # let root = shardfeed::demo::synthetic_dataset(tmp.path(), 2, 6)?;
+//! # let root = shardfeed_engine::demo::synthetic_dataset(tmp.path(), 2, 6)?;
 //! // `root/train` is a dataset made by `shardfeed shard`.
 //! let config = LoaderConfig { batch_size: 4, workers: 2, ..LoaderConfig::train(64) };
 //! let mut loader = Loader::open(root.join("train"), config)?;

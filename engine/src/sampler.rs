@@ -479,6 +479,45 @@ mod tests {
         }
     }
 
+    /// Golden values: the epoch orders the project has produced since v0.1. "Reproducible
+    /// forever" is a promise to users resuming a run or comparing two; a change of these numbers
+    /// (a new shuffle, a different seed derivation) must be a deliberate, documented break.
+    #[test]
+    fn golden_epoch_orders() {
+        let starts = [0, 4, 8, 12];
+        let order = |shuffle, epoch| {
+            epoch_order(&EpochSpec {
+                epoch,
+                shuffle,
+                ..spec(16, &starts, 1, 0)
+            })
+            .expect("orders")
+        };
+        assert_eq!(order(Shuffle::Global, 0), GOLDEN_GLOBAL_EPOCH_0);
+        assert_eq!(order(Shuffle::Global, 5), GOLDEN_GLOBAL_EPOCH_5);
+        assert_eq!(
+            order(Shuffle::ShardWindow { window: 2 }, 1),
+            GOLDEN_WINDOW_2_EPOCH_1
+        );
+        let rank1 = plan_epoch(&EpochSpec {
+            epoch: 2,
+            ..spec(10, &starts[..3], 3, 1)
+        })
+        .expect("plans");
+        let pairs: Vec<(u64, u64)> = rank1
+            .samples
+            .iter()
+            .map(|s| (s.position, s.record))
+            .collect();
+        assert_eq!(pairs, GOLDEN_RANK_1_OF_3_EPOCH_2);
+    }
+
+    const GOLDEN_GLOBAL_EPOCH_0: [u64; 16] = [6, 15, 13, 8, 1, 4, 0, 11, 7, 5, 14, 12, 3, 9, 2, 10];
+    const GOLDEN_GLOBAL_EPOCH_5: [u64; 16] = [12, 6, 4, 2, 0, 7, 3, 10, 5, 1, 13, 15, 8, 14, 11, 9];
+    const GOLDEN_WINDOW_2_EPOCH_1: [u64; 16] =
+        [13, 12, 0, 15, 14, 1, 2, 3, 5, 11, 10, 6, 8, 4, 7, 9];
+    const GOLDEN_RANK_1_OF_3_EPOCH_2: [(u64, u64); 4] = [(4, 9), (5, 5), (6, 0), (7, 3)];
+
     #[test]
     fn every_epoch_has_a_fresh_permutation() {
         let starts = [0, 100, 200, 300];

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh machine, then runs it: formatting, lints,
-# and every test of every crate (unit, integration, end-to-end, doc tests), the trainer included.
+# every test of every crate (unit, integration, end-to-end, doc tests), the trainer included, and
+# the container image built and used (docker/test-images.sh).
 # Usage: scripts/test.sh            (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +14,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== docker image test (skips where no Docker engine is up)"
+docker/test-images.sh

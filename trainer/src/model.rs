@@ -327,9 +327,47 @@ mod tests {
         ] {
             assert!(vars.contains_key(name), "missing {name}");
         }
-        // v1.5: the stride sits on the 3x3 conv of the first block of stages 2-4.
+        // Shapes only (v1 has the same); resnet50_strides_on_the_3x3_conv_as_in_v1_5 checks
+        // where the stride is.
         assert_eq!(vars["layer2.0.conv2.weight"].size(), vec![128, 128, 3, 3]);
         assert_eq!(vars["fc.weight"].size(), vec![1000, 2048]);
+    }
+
+    /// v1.5 (torchvision, MLPerf) downsamples in the 3x3 conv (`conv2`) of the first block of
+    /// stages 2-4; v1 strides the first 1x1 (`conv1`) instead, with the same parameter shapes.
+    /// Every conv of every block sees an 8x8 map here, and only the strided ones halve it.
+    #[test]
+    fn resnet50_strides_on_the_3x3_conv_as_in_v1_5() {
+        use tch::nn::Module;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = ResNet::new(&vs.root(), Arch::ResNet50, 10, ModelOptions::default());
+        let side = |conv: &nn::Conv2D| {
+            let c_in = conv.ws.size()[1];
+            let x = Tensor::zeros([1, c_in, 8, 8], (Kind::Float, Device::Cpu));
+            tch::no_grad(|| conv.forward(&x)).size()[2..].to_vec()
+        };
+        let mut strided = 0;
+        for (i, stage) in m.stages.iter().enumerate() {
+            for (j, block) in stage.iter().enumerate() {
+                let Block::Bottleneck(b) = block else {
+                    panic!("layer{}.{j} is not a bottleneck", i + 1)
+                };
+                let want = if i > 0 && j == 0 {
+                    vec![4, 4]
+                } else {
+                    vec![8, 8]
+                };
+                strided += usize::from(want[0] == 4);
+                let name = format!("layer{}.{j}", i + 1);
+                assert_eq!(side(&b.conv1), vec![8, 8], "{name}.conv1");
+                assert_eq!(side(&b.conv2), want, "{name}.conv2");
+                assert_eq!(side(&b.conv3), vec![8, 8], "{name}.conv3");
+                if let Some(d) = &b.downsample {
+                    assert_eq!(side(&d.conv), want, "{name}.downsample.0");
+                }
+            }
+        }
+        assert_eq!(strided, 3);
     }
 
     #[test]

@@ -1,6 +1,16 @@
-//! Checkpoints: a directory holding `state-NNNNNNNN.safetensors` (named tensors: `param.*`,
-//! `buffer.*` for BN statistics, `lars.momentum`) and `checkpoint.json` ([`CheckpointMeta`]:
-//! step, loader position, the run's shape), which names the tensor file and is written last.
+//! Checkpoints: a directory holding `state-NNNNNNNN.safetensors` (named tensors: `param.NAME`,
+//! `buffer.NAME` for BN statistics, `lars.momentum.NAME`) and `checkpoint.json`
+//! ([`CheckpointMeta`]: step, loader position, the run's shape), which names the tensor file and
+//! is written last.
+//!
+//! Every tensor is stored per parameter, contiguous in its logical (NCHW) shape, whatever memory
+//! format the run that wrote it used, so a checkpoint written channels-last (the GPU default)
+//! resumes NCHW (the CPU default) and the reverse. Format 1 (before format 2) stored the LARS
+//! momentum as one flat `lars.momentum` tensor in the writer's parameter layout, which for a
+//! channels-last run holds conv weights in OHWI order and does not say so. Such files are still
+//! read, as then: the flat momentum is taken in the resuming run's layout, which is right only when
+//! the run resumes with the memory format it was written with (`--memory-format`, or the same kind
+//! of device); the first checkpoint it then writes is format 2.
 //!
 //! Writes are atomic: temp file → fsync → rename, the JSON after the tensors, the directory
 //! fsynced, older state files removed only after. A crash or Ctrl-C at any point leaves the
@@ -16,8 +26,10 @@ use tch::Tensor;
 
 use crate::loader::LoaderPosition;
 
-/// Version of the checkpoint layout written by this code.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+/// Version of the checkpoint layout written by this code: 2, per-parameter momentum in NCHW.
+pub const CHECKPOINT_FORMAT: u32 = 2;
+/// The oldest layout [`load`] still reads: 1, one flat momentum tensor in the writer's layout.
+pub const OLDEST_READABLE_FORMAT: u32 = 1;
 const META_FILE: &str = "checkpoint.json";
 
 /// Reading or writing a checkpoint failed; every variant names the file.
@@ -60,7 +72,7 @@ pub enum CheckpointError {
 /// The JSON half of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
-    /// [`CHECKPOINT_FORMAT`].
+    /// The layout version: [`CHECKPOINT_FORMAT`] when written by this build.
     pub format: u32,
     /// Optimizer steps done.
     pub step: u64,
@@ -153,11 +165,12 @@ pub fn load(dir: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>), Check
             path: meta_path.clone(),
             reason: format!("not a checkpoint description: {e}"),
         })?;
-    if meta.format != CHECKPOINT_FORMAT {
+    if !(OLDEST_READABLE_FORMAT..=CHECKPOINT_FORMAT).contains(&meta.format) {
         return Err(CheckpointError::Format {
             path: meta_path,
             reason: format!(
-                "checkpoint format {} (this build reads {CHECKPOINT_FORMAT})",
+                "checkpoint format {} (this build reads {OLDEST_READABLE_FORMAT} to \
+                 {CHECKPOINT_FORMAT})",
                 meta.format
             ),
         });
@@ -235,5 +248,21 @@ mod tests {
             err.to_string().contains("state-00000001.safetensors"),
             "{err}"
         );
+        for format in [0, CHECKPOINT_FORMAT + 1] {
+            m.format = format;
+            std::fs::write(
+                dir.path().join("checkpoint.json"),
+                serde_json::to_vec(&m).unwrap(),
+            )
+            .unwrap();
+            let err = load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("checkpoint.json"), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "checkpoint format {format} (this build reads 1 to {CHECKPOINT_FORMAT})"
+                )),
+                "{err}"
+            );
+        }
     }
 }

@@ -58,6 +58,7 @@ pub fn lars_role_of(shape: &[i64]) -> LarsRole {
 /// Flat parameter and gradient buffers of one model replica.
 pub struct FlatParams {
     segments: Vec<ParamSegment>,
+    format: MemoryFormat,
     vars: Vec<Tensor>,
     weights: Tensor,
     grads: Tensor,
@@ -126,6 +127,7 @@ impl FlatParams {
         })?;
         Ok(FlatParams {
             segments,
+            format,
             vars,
             weights,
             grads,
@@ -140,6 +142,23 @@ impl FlatParams {
     /// The parameters themselves (views into [`FlatParams::weights`]), in segment order.
     pub fn vars(&self) -> &[Tensor] {
         &self.vars
+    }
+
+    /// The memory format of the 4-D parameters' segments (channels-last: OHWI order).
+    pub fn format(&self) -> MemoryFormat {
+        self.format
+    }
+
+    /// Each parameter's view of `flat`, a buffer laid out as [`FlatParams::weights`] is (the
+    /// gradients, the LARS momentum), in segment order, with the parameter's NCHW shape.
+    /// Indexing a view is in logical (NCHW) order whatever the memory format, so copying into or
+    /// out of these views moves values between runs of different memory formats correctly, which
+    /// a copy of the flat buffer itself does not.
+    pub fn param_views(&self, flat: &Tensor) -> Vec<Tensor> {
+        self.segments
+            .iter()
+            .map(|seg| segment_view(flat, seg, self.format))
+            .collect()
     }
 
     /// All parameters, flat fp32.
@@ -228,6 +247,42 @@ mod tests {
         assert!(flat.grads().allclose(&(&g1 * 2.0), 1e-5, 1e-6, false));
         flat.zero_grads();
         assert_eq!(flat.grads().abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn param_views_index_any_buffer_in_logical_order() {
+        let w = Tensor::arange(2 * 3 * 2 * 2, (Kind::Float, Device::Cpu))
+            .view([2, 3, 2, 2])
+            .set_requires_grad(true);
+        let b = Tensor::from_slice(&[7.0f32, 8.0]).set_requires_grad(true);
+        let want = w.detach().copy();
+        for format in [MemoryFormat::Contiguous, MemoryFormat::ChannelsLast] {
+            let flat = FlatParams::from_named(
+                vec![
+                    (
+                        "conv.weight".into(),
+                        w.detach().copy().set_requires_grad(true),
+                    ),
+                    ("z.bias".into(), b.detach().copy().set_requires_grad(true)),
+                ],
+                Device::Cpu,
+                format,
+            )
+            .unwrap();
+            assert_eq!(flat.format(), format);
+            let views = flat.param_views(flat.weights());
+            assert!(views[0].equal(&want), "{format:?}");
+            assert!(views[0].equal(&flat.vars()[0]), "{format:?}");
+            // Writing through a view writes the buffer where the parameter reads it.
+            let other = flat.weights().zeros_like();
+            let mut v = flat.param_views(&other);
+            tch::no_grad(|| v[0].copy_(&want));
+            assert!(flat.param_views(&other)[0].equal(&want));
+            assert_eq!(
+                other.narrow(0, 24, 2).sum(Kind::Float).double_value(&[]),
+                0.0
+            );
+        }
     }
 
     #[test]

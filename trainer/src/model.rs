@@ -4,6 +4,11 @@
 //! bottleneck with its stride on the 3x3 conv), [`Arch::ResNet18`], and [`Arch::Small`], a
 //! three-stage ResNet for CPU runs on small images. [`ResNet`] is a `tch::nn::ModuleT`.
 //!
+//! Initialisation is torchvision's too: convs N(0, 2/fan_out) (`kaiming_normal_`, fan-out, ReLU),
+//! BN scale 1 and shift 0 (scale 0 on each block's last BN with
+//! [`ModelOptions::zero_init_residual`], off by default as in torchvision), fc weight and bias
+//! U(±1/√fan_in) (`nn.Linear`'s default).
+//!
 //! ```
 //! use shardfeed_trainer::model::{Arch, ModelOptions, ResNet};
 //! let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -85,6 +90,23 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -
         ..Default::default()
     };
     nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+/// torchvision leaves its fc with `nn.Linear`'s own init: weight and bias U(±1/√fan_in)
+/// (`kaiming_uniform_(a=√5)` works out to that bound). tch's default weight init is
+/// Kaiming-uniform with the ReLU gain, bound √6/√fan_in: 2.45x wider.
+fn linear(p: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
+    let bound = 1.0 / (c_in as f64).sqrt();
+    let uniform = nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let cfg = nn::LinearConfig {
+        ws_init: uniform,
+        bs_init: Some(uniform),
+        bias: true,
+    };
+    nn::linear(p, c_in, c_out, cfg)
 }
 
 fn bn(p: nn::Path, c: i64, zero_scale: bool) -> nn::BatchNorm {
@@ -256,7 +278,7 @@ impl ResNet {
             }
             stages.push(blocks);
         }
-        let fc = nn::linear(p / "fc", c_in, num_classes, Default::default());
+        let fc = linear(p / "fc", c_in, num_classes);
         ResNet {
             arch,
             conv1,
@@ -327,9 +349,114 @@ mod tests {
         ] {
             assert!(vars.contains_key(name), "missing {name}");
         }
-        // v1.5: the stride sits on the 3x3 conv of the first block of stages 2-4.
+        // Shapes only (v1 has the same); resnet50_strides_on_the_3x3_conv_as_in_v1_5 checks
+        // where the stride is.
         assert_eq!(vars["layer2.0.conv2.weight"].size(), vec![128, 128, 3, 3]);
         assert_eq!(vars["fc.weight"].size(), vec![1000, 2048]);
+    }
+
+    /// v1.5 (torchvision, MLPerf) downsamples in the 3x3 conv (`conv2`) of the first block of
+    /// stages 2-4; v1 strides the first 1x1 (`conv1`) instead, with the same parameter shapes.
+    /// Every conv of every block sees an 8x8 map here, and only the strided ones halve it.
+    #[test]
+    fn resnet50_strides_on_the_3x3_conv_as_in_v1_5() {
+        use tch::nn::Module;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = ResNet::new(&vs.root(), Arch::ResNet50, 10, ModelOptions::default());
+        let side = |conv: &nn::Conv2D| {
+            let c_in = conv.ws.size()[1];
+            let x = Tensor::zeros([1, c_in, 8, 8], (Kind::Float, Device::Cpu));
+            tch::no_grad(|| conv.forward(&x)).size()[2..].to_vec()
+        };
+        let mut strided = 0;
+        for (i, stage) in m.stages.iter().enumerate() {
+            for (j, block) in stage.iter().enumerate() {
+                let Block::Bottleneck(b) = block else {
+                    panic!("layer{}.{j} is not a bottleneck", i + 1)
+                };
+                let want = if i > 0 && j == 0 {
+                    vec![4, 4]
+                } else {
+                    vec![8, 8]
+                };
+                strided += usize::from(want[0] == 4);
+                let name = format!("layer{}.{j}", i + 1);
+                assert_eq!(side(&b.conv1), vec![8, 8], "{name}.conv1");
+                assert_eq!(side(&b.conv2), want, "{name}.conv2");
+                assert_eq!(side(&b.conv3), vec![8, 8], "{name}.conv3");
+                if let Some(d) = &b.downsample {
+                    assert_eq!(side(&d.conv), want, "{name}.downsample.0");
+                }
+            }
+        }
+        assert_eq!(strided, 3);
+    }
+
+    /// Mean, standard deviation and largest magnitude of a tensor, in f64.
+    fn stats(t: &Tensor) -> (f64, f64, f64) {
+        let v = Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        (mean, var.sqrt(), max)
+    }
+
+    /// torchvision's `ResNet.__init__`: every conv `kaiming_normal_(mode="fan_out",
+    /// nonlinearity="relu")`, i.e. N(0, 2/(c_out·k·k)); BN scale 1 and shift 0
+    /// (`zero_init_residual=False` by default); the fc keeps `nn.Linear`'s own init, weight and
+    /// bias U(±1/√fan_in). Tolerances are 4 standard errors of each estimate, so they pass for
+    /// the right init and fail for tch's defaults (the fc weight's Kaiming-uniform bound is 2.45x
+    /// too wide) or a fan-in conv init.
+    #[test]
+    fn init_is_torchvisions_for_every_layer_type() {
+        assert!(!ModelOptions::default().zero_init_residual);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = ResNet::new(&vs.root(), Arch::ResNet50, 1000, ModelOptions::default());
+        let mut seen = [0usize; 4];
+        for (name, t) in vs.variables() {
+            let size = t.size();
+            let n = t.numel() as f64;
+            let (mean, std, max) = stats(&t);
+            if size.len() == 4 {
+                seen[0] += 1;
+                let want = (2.0 / (size[0] * size[2] * size[3]) as f64).sqrt();
+                let se = 4.0 / (2.0 * n).sqrt();
+                assert!(
+                    (std / want - 1.0).abs() < se,
+                    "{name}: std {std}, want {want}"
+                );
+                assert!(mean.abs() < 4.0 * want / n.sqrt(), "{name}: mean {mean}");
+                // Normal, not uniform of the same spread (whose largest value is √3·std): with
+                // 4096+ values, some lie beyond 2.5 standard deviations.
+                assert!(max > 2.5 * want, "{name}: largest |w| {max}, std {want}");
+            } else if name == "fc.weight" || name == "fc.bias" {
+                seen[1] += 1;
+                let bound = 1.0 / 2048f64.sqrt();
+                assert!(max <= bound, "{name}: largest |w| {max} > {bound}");
+                assert!(
+                    max > 0.95 * bound,
+                    "{name}: largest |w| {max}, bound {bound}"
+                );
+                let want = bound / 3f64.sqrt();
+                assert!(
+                    (std / want - 1.0).abs() < 4.0 * 0.45 / n.sqrt(),
+                    "{name}: std {std}, want {want}"
+                );
+            } else {
+                let want = if name.ends_with(".weight") || name.ends_with(".running_var") {
+                    seen[2] += 1;
+                    1.0
+                } else {
+                    seen[3] += 1;
+                    0.0
+                };
+                assert_eq!((mean, std), (want, 0.0), "{name}");
+            }
+        }
+        // 53 convs, the fc's 2 tensors, BN: 53 scales + 53 running variances, 53 shifts + 53
+        // running means.
+        assert_eq!(seen, [53, 2, 106, 106]);
     }
 
     #[test]

@@ -345,7 +345,8 @@ impl Replica {
         })
     }
 
-    /// Everything a checkpoint holds: `param.*`, `buffer.*`, `lars.momentum` (CPU, contiguous).
+    /// Everything a checkpoint holds: `param.*`, `buffer.*`, `lars.momentum.*` (CPU, each
+    /// contiguous in its NCHW shape whatever this replica's memory format).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let cpu = |t: &Tensor| t.detach().to_device(Device::Cpu).contiguous();
         let mut out: Vec<(String, Tensor)> = self
@@ -360,7 +361,13 @@ impl Replica {
                 .into_iter()
                 .map(|(n, t)| (format!("buffer.{n}"), cpu(&t))),
         );
-        out.push(("lars.momentum".into(), cpu(self.lars.momentum())));
+        out.extend(
+            self.flat
+                .segments()
+                .iter()
+                .zip(self.flat.param_views(self.lars.momentum()))
+                .map(|(s, v)| (format!("lars.momentum.{}", s.name), cpu(&v))),
+        );
         out
     }
 
@@ -424,7 +431,15 @@ impl Replica {
         for (name, buf) in self.buffers() {
             take(&format!("buffer.{name}"), &buf)?;
         }
-        take("lars.momentum", self.lars.momentum())?;
+        if meta.format == 1 {
+            // One flat tensor in the writer's layout, taken as this run's (checkpoint.rs).
+            take("lars.momentum", self.lars.momentum())?;
+        } else {
+            let views = self.flat.param_views(self.lars.momentum());
+            for (seg, view) in self.flat.segments().iter().zip(&views) {
+                take(&format!("lars.momentum.{}", seg.name), view)?;
+            }
+        }
         Ok(ResumePoint {
             step: meta.step,
             position: meta.position,

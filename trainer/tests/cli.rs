@@ -200,6 +200,9 @@ fn synthetic_run_logs_checkpoints_and_resumes() {
     assert_eq!(steps, (1..=12).collect::<Vec<_>>());
 }
 
+/// The flags and plumbing of `--replicas` (the binary writes rank 0's state only): that the
+/// replicas end with identical weights, equal to one replica on the union batch with per-half
+/// batch norm, is checked in tests/data_parallel.rs on the same replica code.
 #[test]
 fn two_cpu_replicas_run_data_parallel() {
     let out = tiny(&mut train())

@@ -1,11 +1,12 @@
 //! The N-replica logic on the CPU: two replicas on two threads with an in-process averager stay
-//! identical, and (without batch norm, where the math says so) equal one replica trained on the
-//! union of their batches.
+//! identical, and equal one replica trained on the union of their batches: exactly so without
+//! batch norm, and with it (the trainer's ResNets) once that one replica normalises each half of
+//! the union batch on its own, as each replica does.
 
 use shardfeed_trainer::allreduce::{GradientAverager, InProcessGroup, SingleReplica};
 use shardfeed_trainer::lars::LarsConfig;
 use shardfeed_trainer::loader::{DeviceBatch, Loader, SyntheticLoader};
-use shardfeed_trainer::model::{Arch, ModelOptions};
+use shardfeed_trainer::model::{Arch, ModelOptions, ResNet};
 use shardfeed_trainer::precision::{MemoryFormat, Precision};
 use shardfeed_trainer::train::Replica;
 use tch::nn::{self, ModuleT};
@@ -171,4 +172,118 @@ fn two_replicas_equal_one_on_the_union_batch() {
         .double_value(&[]);
     assert!(moved > 1e-4);
     let _ = &mut fresh;
+}
+
+/// The small ResNet, but in training mode each half of the batch goes through the model on its
+/// own: batch norm then normalises each half by its own statistics, as each of two replicas does
+/// with its half (BN statistics stay per replica, DDP without SyncBatchNorm). The mean loss over
+/// the whole batch is the mean of the two halves' mean losses, so the gradient is the mean of the
+/// per-half gradients: what the all-reduce gives two replicas.
+fn small_per_half_bn(p: &nn::Path) -> Box<dyn ModuleT> {
+    let model = ResNet::new(p, Arch::Small, 4, ModelOptions::default());
+    Box::new(nn::func_t(move |xs, train| {
+        if train {
+            let halves = xs.chunk(2, 0);
+            Tensor::cat(
+                &[
+                    model.forward_t(&halves[0], true),
+                    model.forward_t(&halves[1], true),
+                ],
+                0,
+            )
+        } else {
+            model.forward_t(xs, false)
+        }
+    }))
+}
+
+/// One replica trained on the union batches with `build`, from the weights `small(seed)` starts
+/// with; returns its weights and momentum.
+fn one_replica_on_the_union(
+    seed: i64,
+    build: fn(&nn::Path) -> Box<dyn ModuleT>,
+    data: &[(Tensor, Tensor)],
+) -> (Tensor, Tensor) {
+    let mut r = {
+        let _lock = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed);
+        Replica::new(
+            Device::Cpu,
+            "small",
+            4,
+            build,
+            MemoryFormat::Contiguous,
+            Precision::Fp32,
+            LarsConfig::default(),
+            0.1,
+        )
+        .unwrap()
+    };
+    assert!(
+        r.flat().weights().equal(small(seed).flat().weights()),
+        "not the same start"
+    );
+    for (x, y) in data {
+        let b = DeviceBatch {
+            images: x.shallow_clone(),
+            labels: y.shallow_clone(),
+        };
+        let _ = r.train_step(&b, 3.0, &mut SingleReplica).unwrap();
+    }
+    (r.flat().weights().copy(), r.lars().momentum().copy())
+}
+
+/// The trainer's model (batch norm included), two replicas on two threads, each on its half of
+/// every batch: after 3 steps both hold the very same weights and momentum (bit for bit), and
+/// these equal, within 1e-5 (float summation order only: the all-reduce adds two half-gradients,
+/// the single replica's backward accumulates them), those of one replica on the union batch with
+/// per-half batch norm. One replica with BN over the whole union batch differs by far more: the
+/// comparison sees BN semantics.
+#[test]
+fn two_replicas_with_batch_norm_match_one_replica_on_the_union_batch() {
+    const TOL: f64 = 1e-5;
+    let data = batches();
+    let handles: Vec<_> = InProcessGroup::new(2)
+        .into_iter()
+        .map(|mut avg| {
+            let data: Vec<(Tensor, Tensor)> =
+                data.iter().map(|(x, y)| (x.copy(), y.copy())).collect();
+            std::thread::spawn(move || {
+                let rank = avg.rank() as i64;
+                // Different init seeds: sync_from_rank0 must make them rank 0's (seed 40).
+                let mut r = small(40 + rank);
+                r.sync_from_rank0(&mut avg).unwrap();
+                for (x, y) in &data {
+                    let b = DeviceBatch {
+                        images: x.narrow(0, 4 * rank, 4),
+                        labels: y.narrow(0, 4 * rank, 4),
+                    };
+                    let _ = r.train_step(&b, 3.0, &mut avg).unwrap();
+                }
+                (r.flat().weights().copy(), r.lars().momentum().copy())
+            })
+        })
+        .collect();
+    let results: Vec<(Tensor, Tensor)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let (w0, m0) = &results[0];
+    let (w1, m1) = &results[1];
+    assert!(w0.equal(w1), "the replicas' weights differ");
+    assert!(m0.equal(m1), "the replicas' momentum differs");
+
+    let max_diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    let (w, m) = one_replica_on_the_union(40, small_per_half_bn, &data);
+    let diff = max_diff(w0, &w);
+    assert!(diff < TOL, "weights: max |diff| {diff}");
+    let diff = max_diff(m0, &m);
+    assert!(diff < TOL, "momentum: max |diff| {diff}");
+    // The weights did move, and BN over the whole union batch is another computation.
+    let moved = max_diff(small(40).flat().weights(), &w);
+    assert!(moved > 1e-3, "moved {moved}");
+    let (w_full_bn, _) = one_replica_on_the_union(
+        40,
+        |p| Box::new(ResNet::new(p, Arch::Small, 4, ModelOptions::default())),
+        &data,
+    );
+    let diff = max_diff(w0, &w_full_bn);
+    assert!(diff > 100.0 * TOL, "whole-batch BN: max |diff| {diff}");
 }

@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicBool;
 
 use shardfeed_trainer::allreduce::SingleReplica;
+use shardfeed_trainer::checkpoint;
 use shardfeed_trainer::events::{Collect, Event};
 use shardfeed_trainer::lars::LarsConfig;
 use shardfeed_trainer::loader::{
@@ -13,7 +14,7 @@ use shardfeed_trainer::model::{Arch, ModelOptions};
 use shardfeed_trainer::precision::{MemoryFormat, Precision};
 use shardfeed_trainer::schedule::PolyWarmup;
 use shardfeed_trainer::train::{run, Replica, TrainOptions};
-use tch::Device;
+use tch::{Device, Tensor};
 
 const SIZE: usize = 16;
 const CLASSES: usize = 4;
@@ -302,4 +303,123 @@ fn the_loop_trains_from_a_host_buffer_loader_too() {
     let losses = events.losses();
     assert!(mean(&losses[24..]) < 0.7 * mean(&losses[..6]), "{losses:?}");
     assert!(s.last_eval.unwrap().top1 > 0.5);
+}
+
+/// Each parameter's LARS momentum in logical NCHW order, read straight from the flat buffer.
+/// A channels-last conv weight's segment holds it in OHWI order (see flat.rs); this undoes that
+/// by hand rather than with the code under test.
+fn momentum_nchw(r: &Replica, format: MemoryFormat) -> Vec<(String, Tensor)> {
+    r.flat()
+        .segments()
+        .iter()
+        .map(|s| {
+            let part = r.lars().momentum().narrow(0, s.offset, s.numel);
+            let t = match (format, s.shape.as_slice()) {
+                (MemoryFormat::ChannelsLast, &[o, i, h, w]) => {
+                    part.view([o, h, w, i]).permute([0, 3, 1, 2]).contiguous()
+                }
+                _ => part.view(s.shape.as_slice()).copy(),
+            };
+            (s.name.clone(), t)
+        })
+        .collect()
+}
+
+/// A replica trained 3 steps in `format`, checkpointed into `dir`.
+fn trained_and_checkpointed(seed: i64, format: MemoryFormat, dir: &std::path::Path) -> Replica {
+    let mut r = replica(seed, format, Precision::Fp32);
+    let opts = TrainOptions {
+        epochs: 2,
+        eval_every: 0,
+        checkpoint_every: 0,
+        max_steps: Some(3),
+        checkpoint_dir: Some(dir.to_owned()),
+        ..Default::default()
+    };
+    run(
+        &mut r,
+        &mut synthetic(3, 0, format),
+        None,
+        &mut SingleReplica,
+        &schedule(3, 2),
+        &opts,
+        None,
+        &mut Collect::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    r
+}
+
+/// Trains 3 steps in `from`, checkpoints, resumes a fresh replica in `to`: the momentum must be
+/// the same, element for element in logical order (a 3x3 conv's OHWI momentum read as OIHW, or
+/// the reverse, scrambles it).
+fn resume_keeps_the_momentum(from: MemoryFormat, to: MemoryFormat) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = trained_and_checkpointed(11, from, dir.path());
+    let before = momentum_nchw(&a, from);
+    let conv = &before
+        .iter()
+        .find(|(n, _)| n == "layer1.0.conv1.weight")
+        .unwrap()
+        .1;
+    assert!(conv.abs().max().double_value(&[]) > 0.0, "momentum is zero");
+
+    let mut b = replica(12, to, Precision::Fp32);
+    let point = b.load_checkpoint(dir.path()).unwrap();
+    assert_eq!(point.step, 3);
+    let after = momentum_nchw(&b, to);
+    assert_eq!(before.len(), after.len());
+    for ((name, x), (name_b, y)) in before.iter().zip(&after) {
+        assert_eq!(name, name_b);
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(
+            x.equal(y),
+            "{name}: momentum changed by the {from:?} → {to:?} resume (max |diff| {diff})"
+        );
+    }
+    for (name, (x, y)) in a
+        .state_tensors()
+        .iter()
+        .zip(b.state_tensors())
+        .map(|(x, y)| (&x.0, (&x.1, y.1)))
+    {
+        assert!(x.equal(&y), "{name} changed by the resume");
+    }
+}
+
+#[test]
+fn an_nhwc_checkpoint_resumed_nchw_keeps_the_momentum() {
+    resume_keeps_the_momentum(MemoryFormat::ChannelsLast, MemoryFormat::Contiguous);
+}
+
+#[test]
+fn an_nchw_checkpoint_resumed_nhwc_keeps_the_momentum() {
+    resume_keeps_the_momentum(MemoryFormat::Contiguous, MemoryFormat::ChannelsLast);
+}
+
+/// Format-1 checkpoints (one flat `lars.momentum` in the writer's layout, see checkpoint.rs) are
+/// still read, in the resuming run's layout: exact when it resumes in the format that wrote it.
+#[test]
+fn a_format_1_checkpoint_still_resumes_in_its_own_memory_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = trained_and_checkpointed(13, MemoryFormat::ChannelsLast, dir.path());
+    let (meta, tensors) = checkpoint::load(dir.path()).unwrap();
+    assert_eq!(meta.format, checkpoint::CHECKPOINT_FORMAT);
+    let mut old: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("lars.momentum."))
+        .collect();
+    old.push(("lars.momentum".into(), a.lars().momentum().copy()));
+    checkpoint::save(dir.path(), meta, &old).unwrap();
+    let json = dir.path().join("checkpoint.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["format"] = 1.into();
+    std::fs::write(&json, serde_json::to_vec(&value).unwrap()).unwrap();
+
+    let mut b = replica(14, MemoryFormat::ChannelsLast, Precision::Fp32);
+    assert_eq!(b.load_checkpoint(dir.path()).unwrap().step, 3);
+    assert!(b.lars().momentum().equal(a.lars().momentum()));
+    assert!(b.flat().weights().equal(a.flat().weights()));
 }

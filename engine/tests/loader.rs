@@ -584,3 +584,74 @@ fn bad_configurations_are_refused_when_the_loader_is_made() {
     let err = Loader::open(data().join("nope"), small(1)).expect_err("no dataset");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+/// A copy of the train dataset in `dir/train`, to damage.
+fn copy_of_train(dir: &Path) -> PathBuf {
+    let out = dir.join("train");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    for entry in std::fs::read_dir(train()).expect("lists") {
+        let p = entry.expect("entry").path();
+        std::fs::copy(&p, out.join(p.file_name().expect("name"))).expect("copies");
+    }
+    out
+}
+
+/// A shard emptied under a running loader (`truncate`, or `cp` over it, which empties it
+/// first) made the next read of its memory map kill the process with SIGBUS ("Bus error",
+/// exit 135), naming no file. Now the read fails with an error naming the shard, and the
+/// replacement rule does not hide it: the dataset is no longer the one the order was made for.
+#[test]
+fn a_shard_that_changes_under_the_loader_is_an_error_naming_it_not_a_crash() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = copy_of_train(t.path());
+    // Readahead on: its thread reads the index of the emptied shard too.
+    let mut loader = Loader::open(&dir, sequential(2)).expect("opens");
+    assert!(loader.config().readahead > 0);
+    let shard = loader.dataset().shards()[0].path().to_owned();
+    let bytes = loader.dataset().shards()[0].file_len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .expect("opens for writing")
+        .set_len(0)
+        .expect("empties");
+    let err = loader
+        .epoch(0)
+        .next()
+        .expect("a result")
+        .expect_err("the shard changed");
+    assert!(matches!(err, BatchError::ShardChanged(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the shard changed while it was open ({bytes} bytes when opened, 0 now): \
+             a dataset must not be modified while it is read",
+            shard.display()
+        )
+    );
+}
+
+/// A manifest whose class list lost its last class: the loader yielded labels equal to the
+/// class count (out of range for any classifier). It now refuses to open the dataset.
+#[test]
+fn labels_past_the_class_list_are_refused_when_the_loader_opens() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = copy_of_train(t.path());
+    let mut m = shardfeed_engine::shards::Manifest::load(&dir).expect("loads");
+    m.classes.pop();
+    m.write_atomic(&dir).expect("writes");
+    let err = Loader::open(&dir, small(1)).expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, shardfeed_engine::loader::OpenError::Dataset(_)),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains("has label 2, but the manifest lists 2 classes"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&dir.display().to_string()),
+        "names the shard: {msg}"
+    );
+}

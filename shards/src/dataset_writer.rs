@@ -68,8 +68,10 @@ pub struct DatasetWriter {
     dir: PathBuf,
     spec: DatasetSpec,
     current: Option<OpenShard>,
-    /// Shards closed so far, being synced and renamed in the background.
+    /// Shards closed, being synced and renamed in the background.
     closing: Vec<Closing>,
+    /// Shards closed, synced and in place, in order (all before those in `closing`).
+    closed: Vec<ShardEntry>,
     next_position: u64,
     class_counts: Vec<u64>,
     format_counts: BTreeMap<String, u64>,
@@ -99,6 +101,7 @@ impl DatasetWriter {
             spec,
             current: None,
             closing: Vec::new(),
+            closed: Vec::new(),
             next_position: 0,
             format_counts: BTreeMap::new(),
             skipped: Vec::new(),
@@ -124,7 +127,7 @@ impl DatasetWriter {
 
     /// Number of shards opened so far.
     fn shards_started(&self) -> usize {
-        self.closing.len() + usize::from(self.current.is_some())
+        self.closed.len() + self.closing.len() + usize::from(self.current.is_some())
     }
 
     fn open_shard(&mut self) -> Result<(), WriteError> {
@@ -142,7 +145,7 @@ impl DatasetWriter {
         let Some(open) = self.current.take() else {
             return Ok(());
         };
-        let name = shard_file_name(self.closing.len());
+        let name = shard_file_name(self.closed.len() + self.closing.len());
         let final_path = self.dir.join(&name);
         let tmp = open.tmp;
         let (buf, summary) = open.writer.finish().map_err(WriteError::io(&tmp))?;
@@ -256,8 +259,8 @@ impl DatasetWriter {
             }
         }
         self.close_shard()?;
-        let shards = self.join_closing()?;
-        sync_dir(&self.dir)?;
+        self.sync_closed()?;
+        let shards = std::mem::take(&mut self.closed);
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
             format_version: Manifest::current_version(),
@@ -286,12 +289,19 @@ impl DatasetWriter {
         Ok(manifest)
     }
 
-    fn join_closing(&mut self) -> Result<Vec<ShardEntry>, WriteError> {
-        let mut out = Vec::with_capacity(self.closing.len());
+    /// Waits until every shard closed so far is synced and renamed into place, and the
+    /// renames are durable (fsync of the directory). [`finish`](Self::finish) does this before
+    /// it writes the manifest.
+    pub fn sync_closed(&mut self) -> Result<(), WriteError> {
+        self.join_closing()?;
+        sync_dir(&self.dir)
+    }
+
+    fn join_closing(&mut self) -> Result<(), WriteError> {
         let mut first_err = None;
         for h in self.closing.drain(..) {
             match h.join() {
-                Ok(Ok(e)) => out.push(e),
+                Ok(Ok(e)) => self.closed.push(e),
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
                 }
@@ -303,7 +313,7 @@ impl DatasetWriter {
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(()),
         }
     }
 

@@ -16,6 +16,31 @@ pub enum ShardError {
         /// What the OS said.
         source: io::Error,
     },
+    /// The path is a directory, a FIFO, a device or a socket: shards and manifests are only
+    /// ever regular files. (A FIFO is refused without waiting for a writer.)
+    #[error("{path}: not a regular file ({kind})", path = path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. `a directory`.
+        kind: &'static str,
+    },
+    /// A shard file changed size after it was opened. Datasets are immutable once written;
+    /// reading on could touch a part of the memory map the file no longer has, which kills the
+    /// process (SIGBUS), so the reader checks the size before each record and stops here.
+    #[error(
+        "{path}: the shard changed while it was open ({opened} bytes when opened, {now} now): \
+         a dataset must not be modified while it is read",
+        path = path.display()
+    )]
+    Changed {
+        /// The shard file.
+        path: PathBuf,
+        /// Its size when it was opened (and mapped).
+        opened: u64,
+        /// Its size now.
+        now: u64,
+    },
     /// The magic bytes are wrong: this is not a shard, or its end is missing.
     #[error("{path}: {detail}", path = path.display())]
     BadMagic {

@@ -371,6 +371,9 @@ pub fn check_footer(path: &Path, bytes: &[u8]) -> Result<Footer, ShardError> {
         });
     }
     if !tail_ok {
+        if let Some(e) = appended(path, bytes) {
+            return Err(e);
+        }
         return Err(ShardError::Truncated {
             path: path.to_owned(),
             detail: format!(
@@ -399,6 +402,11 @@ pub fn check_footer(path: &Path, bytes: &[u8]) -> Result<Footer, ShardError> {
         .and_then(|n| n.checked_add((INDEX_HEADER_LEN + FOOTER_LEN) as u64))
         .and_then(|n| n.checked_add(footer.index_offset));
     if footer.index_offset < HEADER_LEN as u64 || expected_len != Some(len as u64) {
+        // E.g. a second shard appended to this one: the file ends with a good footer, not its
+        // own.
+        if let Some(e) = appended(path, bytes) {
+            return Err(e);
+        }
         return Err(ShardError::Corrupt {
             path: path.to_owned(),
             what: "footer".into(),
@@ -434,6 +442,49 @@ pub fn check_footer(path: &Path, bytes: &[u8]) -> Result<Footer, ShardError> {
         });
     }
     Ok(footer)
+}
+
+/// The error for a shard with bytes appended after its footer, if that is what `bytes` is.
+fn appended(path: &Path, bytes: &[u8]) -> Option<ShardError> {
+    let end = earlier_footer_end(bytes)?;
+    Some(ShardError::Corrupt {
+        path: path.to_owned(),
+        what: "footer".into(),
+        detail: format!(
+            "{} bytes follow the footer, which ends at offset {end}: something was appended to \
+             the shard",
+            bytes.len() - end
+        ),
+    })
+}
+
+/// Where the shard in `bytes` really ends when something was appended to it: the end of the
+/// last footer (searching back from the end) whose checksum holds and which describes a file
+/// that ends exactly there. `None` for a file cut short. Only called to name an error, so the
+/// linear search costs nothing on the path that reads good shards.
+fn earlier_footer_end(bytes: &[u8]) -> Option<usize> {
+    let min_end = HEADER_LEN + INDEX_HEADER_LEN + FOOTER_LEN;
+    let mut end = bytes.len().checked_sub(1)?;
+    while end >= min_end {
+        // The last MAGIC that ends before `end`.
+        let at = bytes[..end]
+            .windows(MAGIC.len())
+            .rposition(|w| w == MAGIC)?;
+        end = at + MAGIC.len();
+        if end >= min_end {
+            let f = &bytes[end - FOOTER_LEN..end];
+            let fits = le_u64(f, 8)
+                .checked_mul(INDEX_ENTRY_LEN as u64)
+                .and_then(|n| n.checked_add((INDEX_HEADER_LEN + FOOTER_LEN) as u64))
+                .and_then(|n| n.checked_add(le_u64(f, 0)))
+                == Some(end as u64);
+            if fits && le_u32(f, 28) == crc32c::crc32c(&f[..28]) {
+                return Some(end);
+            }
+        }
+        end -= 1;
+    }
+    None
 }
 
 /// An empty file: most likely a shard whose writing never got past creating the file.

@@ -3,10 +3,11 @@
 
 use crate::error::{ShardError, WriteError};
 use crate::format::{VERSION_MAJOR, VERSION_MINOR};
+use crate::reader::open_regular_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// File name of the manifest inside a dataset directory.
@@ -106,9 +107,15 @@ impl Manifest {
     /// totals. Does not open the shards.
     pub fn load(dir: &Path) -> Result<Manifest, ShardError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = match fs::read(&path) {
+        let read = open_regular_file(&path).and_then(|(mut file, len)| {
+            let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            file.read_to_end(&mut text)
+                .map_err(ShardError::io(&path))
+                .map(|_| text)
+        });
+        let text = match read {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ShardError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
                 let detail = if dir.is_dir() {
                     "no manifest.json: not a shardfeed dataset, or one whose writing was interrupted"
                 } else {
@@ -119,7 +126,7 @@ impl Manifest {
                     detail: detail.into(),
                 });
             }
-            Err(e) => return Err(ShardError::Io { path, source: e }),
+            Err(e) => return Err(e),
         };
         Manifest::parse(&path, &text)
     }
@@ -192,6 +199,16 @@ impl Manifest {
         for (i, c) in m.classes.iter().enumerate() {
             if c.index as usize != i {
                 return Err(bad(format!("class {} is listed at position {i}", c.index)));
+            }
+        }
+        // A shard listed twice would be read twice: records counted and sampled twice.
+        let mut seen = std::collections::HashMap::with_capacity(m.shards.len());
+        for (i, s) in m.shards.iter().enumerate() {
+            if let Some(first) = seen.insert(s.file.as_str(), i) {
+                return Err(bad(format!(
+                    "shard file {:?} is listed twice (shards {first} and {i})",
+                    s.file
+                )));
             }
         }
         for s in &m.shards {

@@ -1,19 +1,21 @@
 //! [`ShardReader`]: random access to the records of one shard, memory-mapped or in memory.
 //! Everything is checked on open (magic, bounds, version, checksums, index) and each record is
-//! checked (tag, lengths, CRC) every time it is read.
+//! checked (tag, lengths, CRC) every time it is read, after a check that the file still has
+//! the size it had when it was mapped.
 
 use crate::error::ShardError;
 use crate::format::{
     check_footer, decode_index_entry, decode_record, decode_record_meta, IndexEntry, Record,
     RecordMeta, HEADER_LEN, INDEX_ENTRY_LEN, INDEX_HEADER_LEN, INDEX_TAG, MIN_RECORD_LEN, NO_LABEL,
 };
-use std::fs::File;
+use std::fs::{File, FileType, OpenOptions};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-/// The bytes of a shard: a read-only memory map of the file, or a buffer.
+/// The bytes of a shard: a read-only memory map of the file (with the file kept open, to check
+/// its size before each read), or a buffer.
 enum ShardBytes {
-    Mapped(memmap2::Mmap),
+    Mapped { map: memmap2::Mmap, file: File },
     Owned(Vec<u8>),
 }
 
@@ -21,10 +23,56 @@ impl Deref for ShardBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            ShardBytes::Mapped(m) => m,
+            ShardBytes::Mapped { map, .. } => map,
             ShardBytes::Owned(v) => v,
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file; returns it with its size.
+///
+/// Only regular files hold shards and manifests. The type is checked on the opened file (no
+/// race with a rename), and the open itself does not block: opening a FIFO for reading waits
+/// for a writer, forever if none comes, so it is opened with `O_NONBLOCK` (which changes
+/// nothing for a regular file) and then refused.
+pub(crate) fn open_regular_file(path: &Path) -> Result<(File, u64), ShardError> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = options.open(path).map_err(ShardError::io(path))?;
+    let meta = file.metadata().map_err(ShardError::io(path))?;
+    if !meta.is_file() {
+        return Err(ShardError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+/// What a file that is not a regular file is, for error messages.
+fn file_kind(t: FileType) -> &'static str {
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    "not a file"
 }
 
 /// One opened, checked shard.
@@ -34,6 +82,8 @@ pub struct ShardReader {
     index_offset: usize,
     count: u64,
     version: (u16, u16),
+    /// The largest label in the index, `None` when no record has one.
+    max_label: Option<u32>,
 }
 
 impl std::fmt::Debug for ShardReader {
@@ -49,19 +99,25 @@ impl std::fmt::Debug for ShardReader {
 impl ShardReader {
     /// Opens and memory-maps a shard file, then checks it as `docs/FORMAT.md` says.
     ///
-    /// The file must not be changed while it is open (shards are written once, then renamed
-    /// into place, and never modified).
+    /// Only a regular file is opened ([`ShardError::NotAFile`] otherwise, without blocking on
+    /// a FIFO). The file must not be changed while it is open: shards are written once, then
+    /// renamed into place, and never modified. Renaming another file over it is safe (the map
+    /// keeps the old file); changing its size is caught before the next record is read
+    /// ([`ShardError::Changed`]), but a change that lands while a record's bytes are being read
+    /// (decoded) makes that read fault, which kills the process (SIGBUS).
+    ///
+    /// The reader keeps the file open (one descriptor per shard).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ShardError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(ShardError::io(path))?;
-        let len = file.metadata().map_err(ShardError::io(path))?.len();
+        let (file, len) = open_regular_file(path)?;
         let bytes = if len == 0 {
             // mmap of an empty file fails on some systems; an empty shard is just truncated.
             ShardBytes::Owned(Vec::new())
         } else {
-            // SAFETY: shards are immutable once renamed into place; see the doc comment.
+            // SAFETY: shards are immutable once renamed into place (see the doc comment), and
+            // every read first checks that the file still has the mapped size.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(ShardError::io(path))?;
-            ShardBytes::Mapped(map)
+            ShardBytes::Mapped { map, file }
         };
         Self::check(path.to_owned(), bytes)
     }
@@ -95,9 +151,13 @@ impl ShardReader {
         }
         // Records tile the space between the header and the index, in order.
         let mut expected = HEADER_LEN as u64;
+        let mut max_label = None;
         for i in 0..footer.record_count as usize {
             let at = INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN;
             let e = decode_index_entry(&index[at..at + INDEX_ENTRY_LEN]);
+            if e.label != NO_LABEL {
+                max_label = max_label.max(Some(e.label));
+            }
             if e.offset != expected || (e.len as usize) < MIN_RECORD_LEN {
                 return Err(ShardError::Corrupt {
                     path,
@@ -126,7 +186,41 @@ impl ShardReader {
             index_offset,
             count: footer.record_count,
             version: footer.version,
+            max_label,
         })
+    }
+
+    /// Fails with [`ShardError::Changed`] when the file no longer has the size it had when it
+    /// was mapped: reading a part of the map past the file's end would kill the process. One
+    /// `fstat` of the open file; every read of a record or index entry does it first (a shard
+    /// held in memory cannot change).
+    pub fn check_unchanged(&self) -> Result<(), ShardError> {
+        if let ShardBytes::Mapped { map, file } = &self.bytes {
+            let now = file.metadata().map_err(ShardError::io(&self.path))?.len();
+            let opened = map.len() as u64;
+            if now != opened {
+                return Err(ShardError::Changed {
+                    path: self.path.clone(),
+                    opened,
+                    now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The open file behind a memory-mapped shard (`None` for one held in memory), e.g. to
+    /// advise the kernel on it without opening the path again.
+    pub fn file(&self) -> Option<&File> {
+        match &self.bytes {
+            ShardBytes::Mapped { file, .. } => Some(file),
+            ShardBytes::Owned(_) => None,
+        }
+    }
+
+    /// The largest label in the index (checked on open), `None` when no record has one.
+    pub fn max_label(&self) -> Option<u32> {
+        self.max_label
     }
 
     /// The shard's path.
@@ -154,12 +248,14 @@ impl ShardReader {
         self.version
     }
 
-    /// The whole file's bytes (for whole-file checksums and readahead).
+    /// The whole file's bytes (for whole-file checksums). Call
+    /// [`check_unchanged`](Self::check_unchanged) first: this does not.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
-    /// The index entry of record `i`, in O(1).
+    /// The index entry of record `i`, in O(1), after checking that the file has not changed
+    /// size since it was opened.
     pub fn entry(&self, i: u64) -> Result<IndexEntry, ShardError> {
         if i >= self.count {
             return Err(ShardError::OutOfRange {
@@ -168,6 +264,7 @@ impl ShardReader {
                 what: self.path.display().to_string(),
             });
         }
+        self.check_unchanged()?;
         let at = self.index_offset + INDEX_HEADER_LEN + i as usize * INDEX_ENTRY_LEN;
         Ok(decode_index_entry(&self.bytes[at..at + INDEX_ENTRY_LEN]))
     }
@@ -181,10 +278,7 @@ impl ShardReader {
     /// Record `i`, checked (tag, lengths, label against the index, CRC32C).
     pub fn record(&self, i: u64) -> Result<Record<'_>, ShardError> {
         let e = self.entry(i)?;
-        // The index was checked on open: the range lies inside the record area.
-        let start = e.offset as usize;
-        let bytes = &self.bytes[start..start + e.len as usize];
-        let rec = decode_record(&self.path, bytes, i, e.offset)?;
+        let rec = decode_record(&self.path, self.record_bytes(i, e)?, i, e.offset)?;
         if rec.label.unwrap_or(NO_LABEL) != e.label {
             return Err(ShardError::Corrupt {
                 path: self.path.clone(),
@@ -202,13 +296,26 @@ impl ShardReader {
     /// not its CRC: cheap statistics. [`record`](Self::record) checks everything.
     pub fn meta(&self, i: u64) -> Result<RecordMeta, ShardError> {
         let e = self.entry(i)?;
-        let start = e.offset as usize;
-        decode_record_meta(
-            &self.path,
-            &self.bytes[start..start + e.len as usize],
-            i,
-            e.offset,
-        )
+        decode_record_meta(&self.path, self.record_bytes(i, e)?, i, e.offset)
+    }
+
+    /// The bytes of record `i`. The index was checked on open, so the range lies inside the
+    /// record area; it is checked again because a file overwritten in place with the same size
+    /// may now hold any index.
+    fn record_bytes(&self, i: u64, e: IndexEntry) -> Result<&[u8], ShardError> {
+        usize::try_from(e.offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(e.len as usize)?))
+            .filter(|r| r.end <= self.index_offset)
+            .and_then(|r| self.bytes.get(r))
+            .ok_or_else(|| ShardError::Corrupt {
+                path: self.path.clone(),
+                what: format!("index entry {i}"),
+                detail: format!(
+                    "record at offset {} of {} bytes lies outside the record area, which ends at {}",
+                    e.offset, e.len, self.index_offset
+                ),
+            })
     }
 
     /// All records in order.
@@ -219,9 +326,9 @@ impl ShardReader {
     /// Asks the OS to start reading the whole shard into the page cache (no-op for in-memory
     /// shards). Used to read ahead the shards coming next.
     pub fn advise_willneed(&self) {
-        if let ShardBytes::Mapped(m) = &self.bytes {
+        if let ShardBytes::Mapped { map, .. } = &self.bytes {
             // Only a hint: a failure changes nothing but speed.
-            let _ = m.advise(memmap2::Advice::WillNeed);
+            let _ = map.advise(memmap2::Advice::WillNeed);
         }
     }
 }

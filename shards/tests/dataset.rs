@@ -210,10 +210,12 @@ fn an_interrupted_write_leaves_no_dataset_and_is_cleaned_up_by_the_next() {
         for (i, r) in sample_records(20).iter().enumerate() {
             w.append(i as u64, &r.as_record()).unwrap();
         }
-        // Simulate a crash: the process dies here. Forget the writer so Drop cannot clean up.
+        // Simulate a crash: the process dies here, once the shards closed so far are in place.
+        // Forget the writer so Drop cannot clean up.
+        w.sync_closed().unwrap();
         std::mem::forget(w);
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(out.join("shard-00000.sfs").exists());
     assert!(!out.join(MANIFEST_FILE).exists());
     assert!(Dataset::open(&out).is_err());
     // The next run removes the leftovers and succeeds.
@@ -307,4 +309,206 @@ fn manifest_round_trips() {
         ShardLayout::TargetBytes(700),
     );
     assert_eq!(Manifest::load(dir.path()).unwrap(), m);
+}
+
+/// Rewrites the manifest of the dataset in `dir` through `edit`, as JSON.
+fn edit_manifest(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(MANIFEST_FILE);
+    let mut value: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut value);
+    fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
+/// The problems of `verify_dataset`, as the lines `shardfeed verify` prints after "BAD".
+fn problems(dir: &std::path::Path) -> Vec<String> {
+    let report = verify_dataset(dir, |_| {}).unwrap();
+    report.problems.iter().map(|p| p.to_string()).collect()
+}
+
+/// A manifest whose class list lost its last class: the loader yielded labels past the class
+/// count (an out-of-bounds index in any training loop) and verify said OK.
+#[test]
+fn a_truncated_class_list_is_refused_by_open_and_reported_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample_records(12);
+    let m = write_dataset(dir.path(), &records, ShardLayout::TargetBytes(100_000));
+    assert_eq!(m.shards.len(), 1);
+    edit_manifest(dir.path(), |v| {
+        v["classes"].as_array_mut().unwrap().pop();
+    });
+    // sample_records gives record 2 the first label 2.
+    assert_eq!(records[2].label, Some(2));
+    let shard = dir.path().join(&m.shards[0].file);
+    let offset = shardfeed_shards::ShardReader::open(&shard)
+        .unwrap()
+        .entry(2)
+        .unwrap()
+        .offset;
+    let err = Dataset::open(dir.path()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: record 2 (offset {offset}) has label 2, but the manifest lists 2 classes",
+            shard.display()
+        )
+    );
+    let labelled_2 = records.iter().filter(|r| r.label == Some(2)).count();
+    assert_eq!(
+        problems(dir.path()),
+        [format!(
+            "{}: {labelled_2} records have a label the manifest's 2 classes do not hold \
+             (the first: record 2 (offset {offset}), label 2)",
+            shard.display()
+        )]
+    );
+}
+
+#[test]
+fn verify_reports_stale_class_and_format_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(
+        dir.path(),
+        &sample_records(12),
+        ShardLayout::TargetBytes(900),
+    );
+    let m = Manifest::load(dir.path()).unwrap();
+    let (c1, jpeg) = (m.classes[1].records, m.formats["jpeg"]);
+    edit_manifest(dir.path(), |v| {
+        v["classes"][1]["records"] = (c1 + 5).into();
+        v["formats"]["jpeg"] = (jpeg - 1).into();
+    });
+    let manifest = dir.path().join(MANIFEST_FILE);
+    let formats: Vec<String> = m.formats.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let stale: Vec<String> = m
+        .formats
+        .iter()
+        .map(|(k, &n)| format!("{k} {}", if k == "jpeg" { n - 1 } else { n }))
+        .collect();
+    assert_eq!(
+        problems(dir.path()),
+        [
+            format!(
+                "{}: the record counts of 1 classes disagree with the shards (the first: \
+                 class 1 (n00001001): the manifest says {}, the shards hold {c1})",
+                manifest.display(),
+                c1 + 5
+            ),
+            format!(
+                "{}: the image format counts disagree with the shards: the manifest says {}, \
+                 the shards hold {}",
+                manifest.display(),
+                stale.join(", "),
+                formats.join(", ")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_shard_listed_twice_is_refused_by_open_and_reported_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_dataset(
+        dir.path(),
+        &sample_records(12),
+        ShardLayout::TargetBytes(900),
+    );
+    assert!(m.shards.len() >= 3);
+    // Shard 2 listed in the place of shard 1, with its counts, so that the totals still add up
+    // and every shard on the list opens and agrees with its entry.
+    edit_manifest(dir.path(), |v| {
+        let s2 = v["shards"][2].clone();
+        let s1 = v["shards"][1].clone();
+        v["shards"][1] = s2.clone();
+        for key in ["records", "bytes"] {
+            let total =
+                v[key].as_u64().unwrap() - s1[key].as_u64().unwrap() + s2[key].as_u64().unwrap();
+            v[key] = total.into();
+        }
+    });
+    let manifest = dir.path().join(MANIFEST_FILE);
+    let want = format!(
+        "{}: shard file \"{}\" is listed twice (shards 1 and 2)",
+        manifest.display(),
+        m.shards[2].file
+    );
+    assert_eq!(Dataset::open(dir.path()).unwrap_err().to_string(), want);
+    assert_eq!(problems(dir.path()), [want]);
+}
+
+#[test]
+fn verify_reports_shard_files_the_manifest_does_not_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_dataset(
+        dir.path(),
+        &sample_records(12),
+        ShardLayout::TargetBytes(900),
+    );
+    let orphan = dir.path().join("shard-00099.sfs");
+    fs::copy(dir.path().join(&m.shards[0].file), &orphan).unwrap();
+    let leftover = dir.path().join("shard-00100.sfs.tmp");
+    fs::write(&leftover, b"partial").unwrap();
+    fs::write(dir.path().join("README.txt"), b"notes are not shards").unwrap();
+    let report = verify_dataset(dir.path(), |_| {}).unwrap();
+    assert_eq!(
+        report
+            .problems
+            .iter()
+            .map(|p| (p.file.clone(), p.to_string()))
+            .collect::<Vec<_>>(),
+        [
+            (
+                orphan.clone(),
+                format!(
+                    "{}: a shard file the manifest does not list",
+                    orphan.display()
+                )
+            ),
+            (
+                leftover.clone(),
+                format!(
+                    "{}: a temporary file left by an interrupted write",
+                    leftover.display()
+                )
+            ),
+        ]
+    );
+    assert_eq!(report.bad_shards, 0, "no listed shard is bad");
+    // Opening the dataset is not affected: it reads the shards the manifest lists.
+    assert_eq!(Dataset::open(dir.path()).unwrap().len(), 12);
+}
+
+/// A shard cut short under an open dataset (`truncate`, or `cp` over it, which first empties
+/// it) made the next read of its memory map kill the process with SIGBUS, naming nothing.
+#[test]
+fn a_shard_that_changes_size_under_an_open_dataset_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample_records(40);
+    let m = write_dataset(dir.path(), &records, ShardLayout::TargetBytes(8000));
+    assert!(m.shards.len() >= 2, "{} shards", m.shards.len());
+    let ds = Dataset::open(dir.path()).unwrap();
+    let last = ds.len() - 1;
+    let (s, _) = ds.locate(last).unwrap();
+    let shard = ds.shards()[s].path().to_owned();
+    let bytes = m.shards[s].bytes;
+    let file = fs::OpenOptions::new().write(true).open(&shard).unwrap();
+    file.set_len(0).unwrap();
+    let want = format!(
+        "{}: the shard changed while it was open ({bytes} bytes when opened, 0 now): \
+         a dataset must not be modified while it is read",
+        shard.display()
+    );
+    assert_eq!(ds.record(last).unwrap_err().to_string(), want);
+    assert_eq!(ds.label(last).unwrap_err().to_string(), want);
+    assert!(matches!(
+        ds.shards()[s].meta(0),
+        Err(ShardError::Changed { .. })
+    ));
+    // Other shards still read.
+    assert_eq!(ds.record(0).unwrap().to_owned_record(), records[0]);
+    // Grown back (the rest of a `cp`): still not the file that was opened.
+    file.set_len(bytes + 10).unwrap();
+    assert!(matches!(
+        ds.record(last),
+        Err(ShardError::Changed { now, .. }) if now == bytes + 10
+    ));
 }

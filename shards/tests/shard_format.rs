@@ -308,3 +308,108 @@ fn unknown_format_codes_and_reserved_flags_read_as_unknown() {
         .unwrap();
     assert_eq!(streamed, vec![records[0].clone(), want]);
 }
+
+/// A shard with bytes appended after its footer (`cat more >> shard.sfs`) was called
+/// "truncated", which sent people looking for a missing end. The reader finds the footer and
+/// says what is really wrong.
+#[test]
+fn bytes_appended_to_a_shard_are_called_appended_not_truncated() {
+    let bytes = shard_bytes(&sample_records(3));
+    let end = bytes.len();
+    let mut appended = bytes.clone();
+    appended.extend_from_slice(b"xyz");
+    let err = ShardReader::from_bytes("a.sfs", appended).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "a.sfs: corrupt footer: 3 bytes follow the footer, which ends at offset {end}: \
+             something was appended to the shard"
+        )
+    );
+    // A whole second shard appended: its footer is not this file's (it does not describe a
+    // file that ends there), so the search goes on to the real one.
+    let mut twice = bytes.clone();
+    twice.extend_from_slice(&bytes);
+    let err = ShardReader::from_bytes("a.sfs", twice).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "a.sfs: corrupt footer: {end} bytes follow the footer, which ends at offset {end}: \
+             something was appended to the shard"
+        )
+    );
+    // A shard cut short is still called truncated.
+    let err = ShardReader::from_bytes("a.sfs", bytes[..end - 3].to_vec()).unwrap_err();
+    assert!(matches!(err, ShardError::Truncated { .. }), "{err:?}");
+}
+
+/// A directory in place of a shard gave the OS's "No such device" (from mmap), which names
+/// nothing useful.
+#[test]
+fn a_directory_in_place_of_a_shard_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard-00000.sfs");
+    std::fs::create_dir(&path).unwrap();
+    let err = ShardReader::open(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: not a regular file (a directory)", path.display())
+    );
+}
+
+/// Runs `open` on `fifo`, which has no writer. An open that blocks waiting for one (the bug:
+/// `verify` hung on a FIFO in place of a shard) gets one from this helper and returns, so the
+/// test fails on its result instead of hanging; an open that does not block returns at once.
+/// Deterministic: the loop ends when the open under test has returned, whatever the timing.
+#[cfg(unix)]
+fn open_fifo_without_a_writer<T: Send>(
+    fifo: &std::path::Path,
+    open: impl FnOnce() -> T + Send,
+) -> T {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::thread::scope(|s| {
+        let under_test = s.spawn(open);
+        while !under_test.is_finished() {
+            // Succeeds only while a reader is inside open(); closing it at once gives that
+            // reader an empty file.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(fifo);
+            std::thread::yield_now();
+        }
+        under_test.join().unwrap()
+    })
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_place_of_a_shard_or_manifest_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard-00000.sfs");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let err = open_fifo_without_a_writer(&path, || ShardReader::open(&path).unwrap_err());
+    assert_eq!(
+        err.to_string(),
+        format!("{}: not a regular file (a FIFO)", path.display())
+    );
+    let manifest = dir.path().join("manifest.json");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &manifest,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let err = open_fifo_without_a_writer(&manifest, || {
+        shardfeed_shards::Manifest::load(dir.path()).unwrap_err()
+    });
+    assert_eq!(
+        err.to_string(),
+        format!("{}: not a regular file (a FIFO)", manifest.display())
+    );
+}

@@ -7,7 +7,6 @@ mod synth;
 mod verify;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// shardfeed: sharded, verified, memory-mapped ImageNet input pipeline.
@@ -43,25 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(a) => inspect::extract(a),
         Command::Synth(a) => synth::run(a),
         Command::Bench(a) => bench::run(a),
-    }
-}
-
-/// The dataset directories under `dir`: `dir` itself when it holds a manifest, else its
-/// `train/` and `val/` (as `shardfeed shard` writes an ILSVRC2012 root).
-pub fn dataset_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
-    use shardfeed_engine::shards::MANIFEST_FILE;
-    if dir.join(MANIFEST_FILE).exists() {
-        return vec![dir.to_owned()];
-    }
-    let subs: Vec<PathBuf> = ["train", "val"]
-        .iter()
-        .map(|s| dir.join(s))
-        .filter(|d| d.join(MANIFEST_FILE).exists())
-        .collect();
-    if subs.is_empty() {
-        vec![dir.to_owned()] // opening it reports why it is not a dataset
-    } else {
-        subs
     }
 }
 

@@ -83,6 +83,12 @@ pub enum BatchError {
         /// How many other records were tried.
         tried: usize,
     },
+    /// A shard file changed size while the loader was reading it. Datasets must not be modified
+    /// while they are read: the order was made for the dataset as it was opened, and reading on
+    /// could touch a part of the memory map the file no longer has, which kills the process. Not
+    /// a failed record to replace: every record of the shard is gone.
+    #[error(transparent)]
+    ShardChanged(ShardError),
     /// The caller holds every batch buffer, so no batch can be made.
     #[error(
         "all {prefetch} batch buffers are held by the caller: drop a Batch before asking for \

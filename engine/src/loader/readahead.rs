@@ -56,14 +56,9 @@ pub(crate) fn plan_ranges(extents: &mut Vec<Extent>) {
     extents.truncate(out);
 }
 
-/// At most this many shard files are kept open for advising.
-const MAX_OPEN: usize = 256;
-
 /// The thread's loop; ends when the dispatcher hangs up.
 pub(crate) fn run(dataset: &Dataset, hints: &Receiver<Hint>, counters: &ReadaheadCounters) {
     let shards = dataset.shards();
-    let mut files: Vec<Option<File>> = (0..shards.len()).map(|_| None).collect();
-    let mut open = 0usize;
     let mut extents: Vec<Extent> = Vec::new();
     while let Ok(hint) = hints.recv() {
         extents.clear();
@@ -82,16 +77,9 @@ pub(crate) fn run(dataset: &Dataset, hints: &Receiver<Hint>, counters: &Readahea
         }
         plan_ranges(&mut extents);
         for e in &extents {
-            if files[e.shard].is_none() {
-                if open == MAX_OPEN {
-                    files.iter_mut().for_each(|f| *f = None);
-                    open = 0;
-                }
-                // A hint only: a shard that does not open is simply not read ahead.
-                files[e.shard] = File::open(shards[e.shard].path()).ok();
-                open += 1;
-            }
-            if let Some(f) = &files[e.shard] {
+            // The reader's own open file: no second open, which could find another file at
+            // the path (or a FIFO, and block) if the dataset was changed.
+            if let Some(f) = shards[e.shard].file() {
                 if advise_willneed(f, e.offset, e.len) {
                     counters.bytes.fetch_add(e.len, Ordering::Relaxed);
                 }

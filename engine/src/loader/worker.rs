@@ -16,7 +16,7 @@ use crate::sampler::{RankOrder, Sample};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
 use shardfeed_shards::format::NO_LABEL;
-use shardfeed_shards::Dataset;
+use shardfeed_shards::{Dataset, ShardError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,6 +85,8 @@ pub(crate) fn run(
 struct Problem {
     reason: String,
     source_path: Option<String>,
+    /// The shard changed under the reader: fatal, never replaced.
+    changed: Option<ShardError>,
 }
 
 /// Reads `record`, augments it into `out` with the randomness of `key`; returns its label.
@@ -103,6 +105,7 @@ fn attempt(
     let rec = rec.map_err(|e| Problem {
         reason: e.to_string(),
         source_path: None,
+        changed: matches!(e, ShardError::Changed { .. }).then_some(e),
     })?;
     let result = catch_unwind(AssertUnwindSafe(|| {
         if ctx.decode_only {
@@ -117,6 +120,7 @@ fn attempt(
     let problem = |reason: String| Problem {
         reason,
         source_path: Some(rec.path.to_owned()),
+        changed: None,
     };
     match result {
         Ok(Ok(())) => Ok(rec.label.unwrap_or(NO_LABEL)),
@@ -180,6 +184,9 @@ fn fill_slot(
     );
     let problem = match first {
         Ok(label) => return Ok((sample.record, label, None)),
+        Err(Problem {
+            changed: Some(e), ..
+        }) => return Err(BatchError::ShardChanged(e)),
         Err(p) => p,
     };
     let mut failure = describe(ctx, epoch, sample, problem);
@@ -196,7 +203,7 @@ fn fill_slot(
             continue; // a padding duplicate of the same record
         }
         tried += 1;
-        if let Ok(label) = attempt(
+        match attempt(
             ctx,
             augmenter,
             candidate,
@@ -205,8 +212,14 @@ fn fill_slot(
             &mut task.out,
             counters,
         ) {
-            failure.replaced_by = Some(candidate);
-            return Ok((candidate, label, Some(failure)));
+            Ok(label) => {
+                failure.replaced_by = Some(candidate);
+                return Ok((candidate, label, Some(failure)));
+            }
+            Err(Problem {
+                changed: Some(e), ..
+            }) => return Err(BatchError::ShardChanged(e)),
+            Err(_) => {}
         }
     }
     Err(BatchError::NoReplacement {

@@ -19,14 +19,14 @@ use clap::Parser;
 use shardfeed_trainer::allreduce::{
     GradientAverager, InProcessGroup, NcclAverager, NcclId, SingleReplica,
 };
+use shardfeed_trainer::data::{DeviceLoader, SyntheticConfig, SyntheticLoader};
 use shardfeed_trainer::events::{Discard, Event, EventSink, JsonLines, Progress, Tee};
 use shardfeed_trainer::lars::LarsConfig;
-use shardfeed_trainer::loader::{Loader, SyntheticLoader};
 use shardfeed_trainer::model::{Arch, ModelOptions};
 use shardfeed_trainer::precision::{MemoryFormat, Precision};
 use shardfeed_trainer::schedule::{mlperf_defaults, PolyWarmup};
 use shardfeed_trainer::shards::{ShardsOptions, ShardsSource, Split};
-use shardfeed_trainer::train::{run, Replica, TrainOptions};
+use shardfeed_trainer::train::{run, Replica, ReplicaConfig, TrainOptions};
 use tch::Device;
 
 static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -323,10 +323,12 @@ fn run_replica(
         ModelOptions {
             zero_init_residual: args.zero_init_residual,
         },
-        plan.format,
-        plan.precision,
-        lars,
-        args.label_smoothing,
+        &ReplicaConfig {
+            format: plan.format,
+            precision: plan.precision,
+            lars,
+            label_smoothing: args.label_smoothing,
+        },
     );
     drop(init);
     let mut replica = replica?;
@@ -389,7 +391,7 @@ fn run_replica(
         val_loader
             .as_mut()
             .filter(|_| args.eval_every > 0)
-            .map(|l| l.as_mut() as &mut dyn Loader),
+            .map(|l| l.as_mut() as &mut dyn DeviceLoader),
         avg.as_mut(),
         &schedule,
         &opts,
@@ -411,7 +413,7 @@ fn run_replica(
     })
 }
 
-type BoxedLoader = Box<dyn Loader>;
+type BoxedLoader = Box<dyn DeviceLoader>;
 
 /// The replica's train and val loaders: batches made on the device, or the shards pipeline
 /// (this replica's partition: rank = replica, world = replicas) fed through pinned staging memory.
@@ -420,28 +422,25 @@ fn loaders(args: &Args, plan: &Plan, rank: usize) -> Result<(BoxedLoader, Option
     let world = plan.devices.len();
     let size = (plan.image_size, plan.image_size);
     let Some((train_dir, val_dir)) = &plan.shards else {
-        let train = SyntheticLoader::new(
-            device,
-            args.batch_size,
+        let config = SyntheticConfig {
+            batch: args.batch_size,
             size,
-            plan.classes,
-            args.steps_per_epoch,
-            args.seed,
+            classes: plan.classes,
+            batches_per_epoch: args.steps_per_epoch,
+            seed: args.seed,
             rank,
-            plan.format,
-            args.synthetic_noise,
-        )?;
+            format: plan.format,
+            noise: args.synthetic_noise,
+        };
+        let train = SyntheticLoader::new(device, &config)?;
         // Validation: other seeds, same class patterns (the patterns depend on the seed only).
         let val = SyntheticLoader::new(
             device,
-            args.batch_size,
-            size,
-            plan.classes,
-            args.val_batches,
-            args.seed,
-            rank + world,
-            plan.format,
-            args.synthetic_noise,
+            &SyntheticConfig {
+                batches_per_epoch: args.val_batches,
+                rank: rank + world,
+                ..config
+            },
         )?;
         return Ok((Box::new(train), Some(Box::new(val))));
     };

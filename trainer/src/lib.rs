@@ -13,6 +13,7 @@
 //! | [`train`] | [`train::Replica`], [`train::run`] | the loop: epochs, eval, checkpoints, resume, stop |
 //! | [`checkpoint`] | [`checkpoint::CheckpointMeta`] | atomic checkpoint files |
 //! | [`events`] | [`events::Event`], [`events::EventSink`] | JSON-lines log and the progress line |
+//! | [`launch`] | [`launch::Args`], [`launch::plan`], [`launch::launch`] | the `shardfeed-train` command line: flags, plan, one thread per replica, exit codes |
 //!
 //! The training loop sees only [`data::DeviceLoader`]. A data pipeline that produces uint8 NHWC
 //! host batches implements [`data::HostBatchSource`] and is wrapped in a
@@ -24,6 +25,7 @@ pub mod data;
 pub mod events;
 pub mod flat;
 pub mod lars;
+pub mod launch;
 pub mod model;
 pub mod precision;
 pub mod schedule;

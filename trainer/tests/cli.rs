@@ -139,12 +139,80 @@ fn bad_data_sources_are_refused_naming_them() {
         .args(["--data", "shards:/no/such/shards"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // A usage or I/O error: 2, as for the `shardfeed` CLI.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/no/such/shards"), "{err}");
     let out = train().args(["--data", "ftp://x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown data source 'ftp://x'"));
+}
+
+/// The first line of the binary's stderr and its exit code.
+fn failure(c: &mut Command) -> (Option<i32>, String) {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default();
+    (out.status.code(), line.to_owned())
+}
+
+#[test]
+fn usage_and_io_errors_exit_2_naming_what_is_wrong() {
+    let bare = || Command::new(env!("CARGO_BIN_EXE_shardfeed-train"));
+    let (code, err) = failure(bare().args(["--device", "tpu"]));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "shardfeed-train: error: --device tpu: expected cpu, cuda or cuda:N"
+        )
+    );
+    let (code, err) = failure(bare().args(["--device", "cpu", "--replicas", "0"]));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "shardfeed-train: error: --replicas must be at least 1"
+        )
+    );
+    // A log file that cannot be created.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("no-such-dir").join("train.jsonl");
+    let out = tiny(&mut train())
+        .args(["--epochs", "1", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot open the log {}", log.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_diverged_run_exits_1() {
+    // Not a usage error: the run started and failed.
+    let out = train()
+        .args(["--model", "small", "--classes", "4", "--image-size", "16"])
+        .args([
+            "--batch-size",
+            "8",
+            "--steps-per-epoch",
+            "3",
+            "--epochs",
+            "1",
+        ])
+        .args(["--lr", "1e30", "--warmup-epochs", "0", "--eval-every", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged"), "{err}");
 }
 
 #[test]

@@ -75,8 +75,8 @@ pub fn parse_data(s: &str) -> Result<DataSource, String> {
 
 /// `shardfeed-train`'s flags.
 ///
-/// Flag names must not be prefixes of torchrun's own options (`--log` was: torchrun's argparse
-/// took it for an abbreviation of `--log-dir` and refused the whole launch);
+/// Flag names must not be ambiguous prefixes of torchrun's own options (`--log` was: torchrun's
+/// argparse could not tell `--log-dir` from `--logs-specs` and refused the whole launch);
 /// `tests/cli.rs::every_flag_passes_torchruns_parser` checks every flag of [`command`].
 #[derive(Debug, Parser)]
 #[command(
@@ -172,9 +172,10 @@ pub struct Args {
     /// Resume from the checkpoint in --checkpoint-dir, if there is one.
     #[arg(long, requires = "checkpoint_dir")]
     pub resume: bool,
-    /// JSON-lines log file (appended).
+    /// JSON-lines log file (appended). Not `--log`: torchrun refuses that as an ambiguous
+    /// abbreviation of its `--log-dir` / `--logs-specs`.
     #[arg(long)]
-    pub log: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
     /// Stop after N steps in total.
     #[arg(long)]
     pub max_steps: Option<u64>,
@@ -210,7 +211,7 @@ pub enum LaunchError {
         /// Why it does not open.
         source: shardfeed_engine::shards::ShardError,
     },
-    /// The `--log` file cannot be opened for appending.
+    /// The `--log-file` file cannot be opened for appending.
     #[error("cannot open the log {}: {source}", .path.display())]
     Log {
         /// The file.
@@ -439,7 +440,7 @@ fn averager_seeds(plan: &Plan) -> Result<Vec<AveragerSeed>, LaunchError> {
 
 /// Runs the planned training: one thread per replica (per GPU with NCCL, or CPU threads with an
 /// in-process group), each with its own model, loaders and averager, all stopping when `stop`
-/// is set. Rank 0 reports (progress line, `--log`, benchmark).
+/// is set. Rank 0 reports (progress line, `--log-file`, benchmark).
 ///
 /// # Errors
 ///
@@ -573,7 +574,7 @@ fn run_replica(
     // Rank 0 reports (progress line, JSON lines, benchmark); the other replicas stay quiet.
     let mut reports: Box<dyn EventSink> = if rank == 0 {
         let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(Progress)];
-        if let Some(path) = &args.log {
+        if let Some(path) = &args.log_file {
             let log = JsonLines::append(path).map_err(|source| LaunchError::Log {
                 path: path.clone(),
                 source,

@@ -25,4 +25,4 @@ mkdir -p "$work"
 # 10% top-1) in about half a minute on 2 cores; evaluation on the val shards after each epoch.
 target/release/shardfeed-train --data "shards:$work/shards" --model small --image-size 64 \
   --batch-size 50 --epochs 4 --lr 2 --warmup-epochs 0.5 --eval-every 1 \
-  --checkpoint-dir "$work/checkpoint" --log "$work/train.jsonl"
+  --checkpoint-dir "$work/checkpoint" --log-file "$work/train.jsonl"

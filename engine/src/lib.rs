@@ -10,6 +10,7 @@
 //! - [`sampler`]: that order, as pure functions.
 //! - [`ingest`]: `shardfeed shard`, an image folder (ILSVRC2012 layout) into verified shards.
 //! - [`labels`]: parsers for the label files of a flat validation folder.
+//! - [`layout`]: which datasets a directory holds (itself, or its `train/` and `val/`).
 //! - [`rng`]: seeded, version-stable random numbers (the `shardfeed-rng` crate, re-exported).
 //! - [`process`]: the process's memory (peak RSS) and CPU time, for benchmarks.
 //! - [`demo`]: small synthetic datasets for examples and tests.
@@ -20,6 +21,7 @@
 pub mod demo;
 pub mod ingest;
 pub mod labels;
+pub mod layout;
 pub mod loader;
 pub mod process;
 pub mod sampler;

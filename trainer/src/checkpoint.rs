@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::loader::LoaderPosition;
+use crate::data::Position;
 
 /// Version of the checkpoint layout written by this code: 2, per-parameter momentum in NCHW.
 pub const CHECKPOINT_FORMAT: u32 = 2;
@@ -77,7 +77,7 @@ pub struct CheckpointMeta {
     /// Optimizer steps done.
     pub step: u64,
     /// Where the loader resumes: the next batch to train on.
-    pub position: LoaderPosition,
+    pub position: Position,
     /// Model name (e.g. `resnet50`).
     pub model: String,
     /// Trainable parameters.
@@ -198,7 +198,7 @@ mod tests {
         CheckpointMeta {
             format: CHECKPOINT_FORMAT,
             step,
-            position: LoaderPosition { epoch: 1, batch: 2 },
+            position: Position { epoch: 1, batch: 2 },
             model: "small".into(),
             parameters: 3,
             world_size: 1,
@@ -215,7 +215,7 @@ mod tests {
         let (m, tensors) = load(dir.path()).unwrap();
         assert_eq!(m.step, 6);
         assert_eq!(m.tensors, "state-00000006.safetensors");
-        assert_eq!(m.position, LoaderPosition { epoch: 1, batch: 2 });
+        assert_eq!(m.position, Position { epoch: 1, batch: 2 });
         assert_eq!(tensors.len(), 1);
         assert!(tensors[0].1.equal(&(&t * 2.0)));
         let files: Vec<_> = std::fs::read_dir(dir.path())

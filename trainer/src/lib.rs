@@ -6,24 +6,26 @@
 //! | [`flat`] | [`flat::FlatParams`] | all parameters and gradients as views into two flat buffers |
 //! | [`lars`] | [`lars::Lars`], [`lars::LarsConfig`] | LARS as the MLPerf reference defines it |
 //! | [`schedule`] | [`schedule::PolyWarmup`] | warmup + polynomial decay, MLPerf's batch-size table |
-//! | [`loader`] | [`loader::Loader`], [`loader::SyntheticLoader`], [`loader::DeviceFeeder`], [`loader::HostBatchSource`] | batches onto the device |
+//! | [`data`] | [`data::DeviceLoader`], [`data::SyntheticLoader`], [`data::DeviceFeeder`], [`data::HostBatchSource`] | batches onto the device |
 //! | [`allreduce`] | [`allreduce::GradientAverager`], [`allreduce::InProcessGroup`], [`allreduce::NcclAverager`] | data parallelism |
 //! | [`precision`] | [`precision::AutocastGuard`], [`precision::MemoryFormat`] | bf16 autocast and channels-last (tch gaps, via a C++ shim) |
 //! | [`shards`] | [`shards::ShardsSource`] | the shardfeed pipeline (`shardfeed_engine::loader::Loader`) as a host batch source |
 //! | [`train`] | [`train::Replica`], [`train::run`] | the loop: epochs, eval, checkpoints, resume, stop |
 //! | [`checkpoint`] | [`checkpoint::CheckpointMeta`] | atomic checkpoint files |
 //! | [`events`] | [`events::Event`], [`events::EventSink`] | JSON-lines log and the progress line |
+//! | [`launch`] | [`launch::Args`], [`launch::plan`], [`launch::launch`] | the `shardfeed-train` command line: flags, plan, one thread per replica, exit codes |
 //!
-//! The training loop sees only [`loader::Loader`]. A data pipeline that produces uint8 NHWC
-//! host batches implements [`loader::HostBatchSource`] and is wrapped in a
-//! [`loader::DeviceFeeder`], which stages, copies and normalises on the device.
+//! The training loop sees only [`data::DeviceLoader`]. A data pipeline that produces uint8 NHWC
+//! host batches implements [`data::HostBatchSource`] and is wrapped in a
+//! [`data::DeviceFeeder`], which stages, copies and normalises on the device.
 
 pub mod allreduce;
 pub mod checkpoint;
+pub mod data;
 pub mod events;
 pub mod flat;
 pub mod lars;
-pub mod loader;
+pub mod launch;
 pub mod model;
 pub mod precision;
 pub mod schedule;

@@ -1,10 +1,10 @@
 //! The shards pipeline as a trainer loader: [`ShardsSource`] adapts the engine's
 //! [`shardfeed_engine::loader::Loader`] (decode and augment on every core, uint8 NHWC batches in a fixed
 //! pool of buffers) to [`HostBatchSource`]; wrap it in a [`DeviceFeeder`] to get a
-//! [`Loader`](crate::loader::Loader) the training loop eats.
+//! [`DeviceLoader`](crate::data::DeviceLoader) the training loop eats.
 //!
 //! ```no_run
-//! use shardfeed_trainer::loader::{DeviceFeeder, ImageStats};
+//! use shardfeed_trainer::data::{DeviceFeeder, ImageStats};
 //! use shardfeed_trainer::precision::MemoryFormat;
 //! use shardfeed_trainer::shards::{ShardsOptions, ShardsSource, Split};
 //!
@@ -17,10 +17,10 @@
 
 use std::path::Path;
 
-use shardfeed_engine::loader::{Batch, Loader as ShardsLoader, LoaderConfig, Position};
+use shardfeed_engine::loader::{Batch, Loader, LoaderConfig, Position};
 use shardfeed_engine::sampler::LastBatch;
 
-use crate::loader::{DeviceFeeder, HostBatch, HostBatchSource, LoaderError};
+use crate::data::{DataError, DeviceFeeder, HostBatch, HostBatchSource};
 
 /// Which recipe a [`ShardsSource`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl Default for ShardsOptions {
 /// fewer than one global batch (`world * batch`) of the val set's records are left out: 80 of
 /// ImageNet's 50,000 at 256 images on 1 GPU.
 pub struct ShardsSource {
-    loader: ShardsLoader,
+    loader: Loader,
     size: (usize, usize),
     batch: usize,
     epoch: u64,
@@ -93,13 +93,13 @@ impl ShardsSource {
     ///
     /// # Errors
     ///
-    /// [`LoaderError::Source`] naming the directory when it does not open as a dataset, or
-    /// [`LoaderError::Config`] for options the engine refuses.
+    /// [`DataError::Source`] naming the directory when it does not open as a dataset, or
+    /// [`DataError::Config`] for options the engine refuses.
     pub fn open(
         dir: impl AsRef<Path>,
         split: Split,
         options: &ShardsOptions,
-    ) -> Result<Self, LoaderError> {
+    ) -> Result<Self, DataError> {
         let dir = dir.as_ref();
         let base = match split {
             Split::Train => LoaderConfig::train(options.size),
@@ -117,11 +117,11 @@ impl ShardsSource {
         };
         config
             .validate()
-            .map_err(|e| LoaderError::Config(e.to_string()))?;
-        let loader = ShardsLoader::open(dir, config)
-            .map_err(|e| LoaderError::Source(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| DataError::Config(e.to_string()))?;
+        let loader = Loader::open(dir, config)
+            .map_err(|e| DataError::Source(format!("{}: {e}", dir.display())))?;
         if loader.batches_per_epoch() == 0 {
-            return Err(LoaderError::Config(format!(
+            return Err(DataError::Config(format!(
                 "{}: {} records per replica make no whole batch of {}",
                 dir.display(),
                 loader.samples_per_epoch(),
@@ -145,7 +145,7 @@ impl ShardsSource {
     }
 
     /// The engine underneath (metrics, failures).
-    pub fn engine(&self) -> &ShardsLoader {
+    pub fn engine(&self) -> &Loader {
         &self.loader
     }
 
@@ -156,7 +156,7 @@ impl ShardsSource {
         device: tch::Device,
         format: crate::precision::MemoryFormat,
     ) -> DeviceFeeder<ShardsSource> {
-        DeviceFeeder::new(self, device, crate::loader::ImageStats::IMAGENET, format)
+        DeviceFeeder::new(self, device, crate::data::ImageStats::IMAGENET, format)
     }
 }
 
@@ -173,14 +173,14 @@ impl HostBatchSource for ShardsSource {
         self.loader.batches_per_epoch()
     }
 
-    fn start_epoch(&mut self, epoch: u64, skip_batches: u64) -> Result<(), LoaderError> {
+    fn start_epoch(&mut self, epoch: u64, skip_batches: u64) -> Result<(), DataError> {
         self.held = None;
         self.epoch = epoch;
         self.next_batch = skip_batches;
         Ok(())
     }
 
-    fn next_host_batch(&mut self) -> Result<Option<HostBatch<'_>>, LoaderError> {
+    fn next_host_batch(&mut self) -> Result<Option<HostBatch<'_>>, DataError> {
         // The previous batch's buffer goes back to the engine's pool first.
         self.held = None;
         if self.next_batch >= self.loader.batches_per_epoch() {
@@ -191,7 +191,7 @@ impl HostBatchSource for ShardsSource {
         let batch = match self.loader.resume(position).next() {
             None => return Ok(None),
             Some(Err(e)) => {
-                return Err(LoaderError::Source(format!(
+                return Err(DataError::Source(format!(
                     "{}: {e}",
                     self.loader.dataset().dir().display()
                 )))
@@ -199,7 +199,7 @@ impl HostBatchSource for ShardsSource {
             Some(Ok(batch)) => batch,
         };
         if batch.len() != self.batch || batch.side() as usize != self.size.0 {
-            return Err(LoaderError::BadBatch {
+            return Err(DataError::BadBatch {
                 epoch: self.epoch,
                 batch: self.next_batch,
                 reason: format!(

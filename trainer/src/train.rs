@@ -1,5 +1,5 @@
 //! The training loop: a [`Replica`] (model, flat parameters, LARS, precision) and [`run`], which
-//! drives it over a [`Loader`] for a number of epochs — learning-rate schedule, evaluation
+//! drives it over a [`DeviceLoader`] for a number of epochs — learning-rate schedule, evaluation
 //! every N epochs, checkpoints and exact resume, stop on request (Ctrl-C), events to a sink.
 //!
 //! One replica per thread; data parallelism is the [`GradientAverager`] given to each. The loop
@@ -8,16 +8,16 @@
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
-//! use shardfeed_trainer::{allreduce::SingleReplica, events::Progress, lars::LarsConfig};
-//! use shardfeed_trainer::loader::{Loader, SyntheticLoader};
+//! use shardfeed_trainer::{allreduce::SingleReplica, events::Progress};
+//! use shardfeed_trainer::data::{DeviceLoader, SyntheticConfig, SyntheticLoader};
 //! use shardfeed_trainer::model::{Arch, ModelOptions};
-//! use shardfeed_trainer::precision::{MemoryFormat, Precision};
 //! use shardfeed_trainer::schedule::PolyWarmup;
-//! use shardfeed_trainer::train::{run, Replica, TrainOptions};
+//! use shardfeed_trainer::train::{run, Replica, ReplicaConfig, TrainOptions};
 //! let device = tch::Device::Cpu;
 //! let mut replica = Replica::resnet(device, Arch::Small, 10, ModelOptions::default(),
-//!     MemoryFormat::Contiguous, Precision::Fp32, LarsConfig::default(), 0.1)?;
-//! let mut loader = SyntheticLoader::new(device, 32, (32, 32), 10, 20, 0, 0, MemoryFormat::Contiguous, 1.0)?;
+//!     &ReplicaConfig::default())?;
+//! let data = SyntheticConfig { batch: 32, size: (32, 32), classes: 10, batches_per_epoch: 20, ..SyntheticConfig::default() };
+//! let mut loader = SyntheticLoader::new(device, &data)?;
 //! let opts = TrainOptions { epochs: 2, ..Default::default() };
 //! let schedule = PolyWarmup::new(1.0, 1e-4, loader.batches_per_epoch(), 0.5, 40);
 //! let summary = run(&mut replica, &mut loader, None, &mut SingleReplica, &schedule, &opts,
@@ -36,10 +36,10 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::allreduce::{AllReduceError, GradientAverager};
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, CHECKPOINT_FORMAT};
+use crate::data::{DataError, DeviceBatch, DeviceLoader, Position};
 use crate::events::{Event, EventSink};
 use crate::flat::FlatParams;
 use crate::lars::{Lars, LarsConfig};
-use crate::loader::{DeviceBatch, Loader, LoaderError, LoaderPosition};
 use crate::model::{Arch, ModelOptions, ResNet};
 use crate::precision::{AutocastGuard, MemoryFormat, Precision, ShimError};
 use crate::schedule::PolyWarmup;
@@ -49,7 +49,7 @@ use crate::schedule::PolyWarmup;
 pub enum TrainError {
     /// The loader failed.
     #[error("loader: {0}")]
-    Loader(#[from] LoaderError),
+    Loader(#[from] DataError),
     /// Gradient averaging failed.
     #[error("gradient averaging: {0}")]
     AllReduce(#[from] AllReduceError),
@@ -111,7 +111,7 @@ pub struct ResumePoint {
     /// Steps already done.
     pub step: u64,
     /// Next batch to train on.
-    pub position: LoaderPosition,
+    pub position: Position,
 }
 
 /// How a run ended.
@@ -120,7 +120,7 @@ pub struct RunSummary {
     /// Steps done.
     pub step: u64,
     /// Where the loader would go on.
-    pub position: LoaderPosition,
+    pub position: Position,
     /// Whether it stopped on request.
     pub interrupted: bool,
     /// The last evaluation, if any.
@@ -138,6 +138,31 @@ pub struct EvalResult {
     pub loss: f64,
     /// Images evaluated.
     pub images: u64,
+}
+
+/// How a [`Replica`] computes: its memory format, precision, optimizer and loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaConfig {
+    /// Memory format of the parameters (conv weights) and the inputs.
+    pub format: MemoryFormat,
+    /// fp32, or bf16 autocast.
+    pub precision: Precision,
+    /// The LARS settings.
+    pub lars: LarsConfig,
+    /// Label smoothing of the training loss.
+    pub label_smoothing: f64,
+}
+
+impl Default for ReplicaConfig {
+    /// NCHW, fp32, LARS's defaults, label smoothing 0.1 (MLPerf's).
+    fn default() -> Self {
+        ReplicaConfig {
+            format: MemoryFormat::Contiguous,
+            precision: Precision::Fp32,
+            lars: LarsConfig::default(),
+            label_smoothing: 0.1,
+        }
+    }
 }
 
 /// One model replica with everything its updates need.
@@ -164,17 +189,19 @@ impl std::fmt::Debug for Replica {
 
 impl Replica {
     /// A replica of any model: `build` makes it under the VarStore root on `device`.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: Device,
         model_name: &str,
         num_classes: i64,
         build: impl FnOnce(&nn::Path) -> Box<dyn ModuleT>,
-        format: MemoryFormat,
-        precision: Precision,
-        lars: LarsConfig,
-        label_smoothing: f64,
+        config: &ReplicaConfig,
     ) -> Result<Self, TrainError> {
+        let &ReplicaConfig {
+            format,
+            precision,
+            lars,
+            label_smoothing,
+        } = config;
         let vs = nn::VarStore::new(device);
         let model = build(&vs.root());
         let flat = FlatParams::from_var_store(&vs, format)?;
@@ -193,26 +220,19 @@ impl Replica {
     }
 
     /// A replica of one of our ResNets.
-    #[allow(clippy::too_many_arguments)]
     pub fn resnet(
         device: Device,
         arch: Arch,
         num_classes: i64,
         opts: ModelOptions,
-        format: MemoryFormat,
-        precision: Precision,
-        lars: LarsConfig,
-        label_smoothing: f64,
+        config: &ReplicaConfig,
     ) -> Result<Self, TrainError> {
         Replica::new(
             device,
             arch.name(),
             num_classes,
             |p| Box::new(ResNet::new(p, arch, num_classes, opts)),
-            format,
-            precision,
-            lars,
-            label_smoothing,
+            config,
         )
     }
 
@@ -294,7 +314,7 @@ impl Replica {
     /// Top-1, top-5 and loss over one pass of `loader` (epoch 0 of it), summed over replicas.
     pub fn evaluate(
         &mut self,
-        loader: &mut dyn Loader,
+        loader: &mut dyn DeviceLoader,
         avg: &mut dyn GradientAverager,
     ) -> Result<EvalResult, TrainError> {
         loader.start_epoch(0, 0)?;
@@ -500,8 +520,8 @@ fn report(p: Pending, window: &mut Window, sink: &mut dyn EventSink) -> Result<(
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     replica: &mut Replica,
-    loader: &mut dyn Loader,
-    mut eval_loader: Option<&mut dyn Loader>,
+    loader: &mut dyn DeviceLoader,
+    mut eval_loader: Option<&mut dyn DeviceLoader>,
     avg: &mut dyn GradientAverager,
     schedule: &PolyWarmup,
     opts: &TrainOptions,
@@ -542,17 +562,16 @@ pub fn run(
     let mut saved_at: Option<u64> = None;
 
     let world_size = avg.world_size();
-    let save =
-        |replica: &Replica, step: u64, position: LoaderPosition, sink: &mut dyn EventSink| {
-            if let Some(dir) = checkpoint_dir {
-                replica.save_checkpoint(dir, ResumePoint { step, position }, world_size)?;
-                sink.event(&Event::Checkpoint {
-                    step,
-                    path: dir.to_owned(),
-                });
-            }
-            Ok::<(), TrainError>(())
-        };
+    let save = |replica: &Replica, step: u64, position: Position, sink: &mut dyn EventSink| {
+        if let Some(dir) = checkpoint_dir {
+            replica.save_checkpoint(dir, ResumePoint { step, position }, world_size)?;
+            sink.event(&Event::Checkpoint {
+                step,
+                path: dir.to_owned(),
+            });
+        }
+        Ok::<(), TrainError>(())
+    };
 
     while position.epoch < opts.epochs && step < total {
         let epoch = position.epoch;
@@ -605,7 +624,7 @@ pub fn run(
             // Stopped mid-epoch (max_steps or a stop request): resume from this batch.
             break;
         }
-        position = LoaderPosition {
+        position = Position {
             epoch: epoch + 1,
             batch: 0,
         };

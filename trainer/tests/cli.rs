@@ -94,7 +94,7 @@ fn shards_data_trains_evaluates_and_resumes_exactly() {
     // Uninterrupted: two epochs of 4 steps, evaluated on the 8 val images after each.
     let log_a = dir.path().join("a.jsonl");
     let out = shards_run(&data, "2")
-        .arg("--log")
+        .arg("--log-file")
         .arg(&log_a)
         .output()
         .unwrap();
@@ -119,7 +119,7 @@ fn shards_data_trains_evaluates_and_resumes_exactly() {
             .arg("--checkpoint-dir")
             .arg(&ckpt)
             .arg("--resume")
-            .arg("--log")
+            .arg("--log-file")
             .arg(&log_b)
             .output()
             .unwrap();
@@ -139,12 +139,80 @@ fn bad_data_sources_are_refused_naming_them() {
         .args(["--data", "shards:/no/such/shards"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // A usage or I/O error: 2, as for the `shardfeed` CLI.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/no/such/shards"), "{err}");
     let out = train().args(["--data", "ftp://x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown data source 'ftp://x'"));
+}
+
+/// The first line of the binary's stderr and its exit code.
+fn failure(c: &mut Command) -> (Option<i32>, String) {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default();
+    (out.status.code(), line.to_owned())
+}
+
+#[test]
+fn usage_and_io_errors_exit_2_naming_what_is_wrong() {
+    let bare = || Command::new(env!("CARGO_BIN_EXE_shardfeed-train"));
+    let (code, err) = failure(bare().args(["--device", "tpu"]));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "shardfeed-train: error: --device tpu: expected cpu, cuda or cuda:N"
+        )
+    );
+    let (code, err) = failure(bare().args(["--device", "cpu", "--replicas", "0"]));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(2),
+            "shardfeed-train: error: --replicas must be at least 1"
+        )
+    );
+    // A log file that cannot be created.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("no-such-dir").join("train.jsonl");
+    let out = tiny(&mut train())
+        .args(["--epochs", "1", "--log-file"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot open the log {}", log.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_diverged_run_exits_1() {
+    // Not a usage error: the run started and failed.
+    let out = train()
+        .args(["--model", "small", "--classes", "4", "--image-size", "16"])
+        .args([
+            "--batch-size",
+            "8",
+            "--steps-per-epoch",
+            "3",
+            "--epochs",
+            "1",
+        ])
+        .args(["--lr", "1e30", "--warmup-epochs", "0", "--eval-every", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged"), "{err}");
 }
 
 #[test]
@@ -155,7 +223,7 @@ fn synthetic_run_logs_checkpoints_and_resumes() {
     let out = tiny(&mut train())
         .args(["--epochs", "2", "--checkpoint-dir"])
         .arg(&ckpt)
-        .arg("--log")
+        .arg("--log-file")
         .arg(&log)
         .output()
         .unwrap();
@@ -181,7 +249,7 @@ fn synthetic_run_logs_checkpoints_and_resumes() {
     let out = tiny(&mut train())
         .args(["--epochs", "4", "--resume", "--checkpoint-dir"])
         .arg(&ckpt)
-        .arg("--log")
+        .arg("--log-file")
         .arg(&log)
         .output()
         .unwrap();
@@ -255,4 +323,146 @@ fn bench_mode_prints_images_per_second() {
         "{stdout}"
     );
     assert!(stdout.trim_end().ends_with("img/s"));
+}
+
+/// torchrun from the project's torch venv (`$TORCH_VENV`, else `.venv/torch` at the workspace
+/// root), or `None`, saying so, where it is absent.
+fn torchrun() -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os("TORCH_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/torch"));
+    let bin = venv.join("bin").join("torchrun");
+    if bin.exists() {
+        Some(bin)
+    } else {
+        eprintln!(
+            "skipped: no torchrun at {} (scripts/setup-torch.sh installs it)",
+            bin.display()
+        );
+        None
+    }
+}
+
+/// Runs `c` to its end, killing it after `limit` (a hung launcher fails the test instead of
+/// hanging it; no assertion is made on the time taken).
+fn output_within(c: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{c:?} still running after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Every option string of `cmd` (long, short and aliases, `--help` and `--version` included), as
+/// torchrun's parser sees them after the training program's name.
+fn option_strings(mut cmd: clap::Command) -> Vec<String> {
+    cmd.build();
+    let mut out = Vec::new();
+    for arg in cmd.get_arguments() {
+        let longs = arg
+            .get_long()
+            .into_iter()
+            .chain(arg.get_all_aliases().unwrap_or_default());
+        out.extend(longs.map(|l| format!("--{l}")));
+        let shorts = arg.get_short().into_iter();
+        out.extend(
+            shorts
+                .chain(arg.get_all_short_aliases().unwrap_or_default())
+                .map(|s| format!("-{s}")),
+        );
+    }
+    out
+}
+
+/// torchrun (argparse, abbreviations allowed) reads the training program's arguments too: any
+/// flag of ours that is an ambiguous prefix of its options (`--log` of `--log-dir` and
+/// `--logs-specs`, ...) makes the whole launch fail before our binary starts. torchrun's own parser must accept every flag,
+/// including flags added later (the list comes from clap).
+#[test]
+fn every_flag_passes_torchruns_parser() {
+    let Some(torchrun) = torchrun() else { return };
+    let flags = option_strings(shardfeed_trainer::launch::command());
+    for expected in ["--data", "--checkpoint-dir", "--help", "--version"] {
+        assert!(
+            flags.iter().any(|f| f == expected),
+            "{expected} in {flags:?}"
+        );
+    }
+    // `/bin/true` stands in for the training program: only the parse is under test. One local
+    // process, rendezvous on loopback (--standalone).
+    let out = output_within(
+        Command::new(torchrun)
+            .args([
+                "--no-python",
+                "--standalone",
+                "--nnodes",
+                "1",
+                "--nproc-per-node",
+                "1",
+            ])
+            .arg("/bin/true")
+            .args(&flags),
+        std::time::Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "torchrun refused our flags {flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The launch from the bug report: torchrun starts two `shardfeed-train` processes with
+/// `--log-file`, and both run (each an independent single-process run; they append to one log).
+#[test]
+fn torchrun_starts_both_ranks_with_a_log_file() {
+    let Some(torchrun) = torchrun() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.jsonl");
+    let mut c = Command::new(torchrun);
+    c.current_dir(dir.path())
+        .args([
+            "--no-python",
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+        ])
+        .arg(env!("CARGO_BIN_EXE_shardfeed-train"))
+        .args(["--device", "cpu", "--threads", "1"]);
+    tiny(&mut c).args([
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--log-file",
+        "run.jsonl",
+    ]);
+    let out = output_within(&mut c, std::time::Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&log);
+    let count = |kind: &str| ev.iter().filter(|e| e["event"] == kind).count();
+    assert_eq!((count("start"), count("end"), count("step")), (2, 2, 4));
 }

@@ -4,11 +4,11 @@
 //! the union batch on its own, as each replica does.
 
 use shardfeed_trainer::allreduce::{GradientAverager, InProcessGroup, SingleReplica};
+use shardfeed_trainer::data::{DeviceBatch, DeviceLoader, SyntheticConfig, SyntheticLoader};
 use shardfeed_trainer::lars::LarsConfig;
-use shardfeed_trainer::loader::{DeviceBatch, Loader, SyntheticLoader};
 use shardfeed_trainer::model::{Arch, ModelOptions, ResNet};
 use shardfeed_trainer::precision::{MemoryFormat, Precision};
-use shardfeed_trainer::train::Replica;
+use shardfeed_trainer::train::{Replica, ReplicaConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -24,10 +24,12 @@ fn small(seed: i64) -> Replica {
         Arch::Small,
         4,
         ModelOptions::default(),
-        MemoryFormat::Contiguous,
-        Precision::Fp32,
-        LarsConfig::default(),
-        0.1,
+        &ReplicaConfig {
+            format: MemoryFormat::Contiguous,
+            precision: Precision::Fp32,
+            lars: LarsConfig::default(),
+            label_smoothing: 0.1,
+        },
     )
     .unwrap()
 }
@@ -42,18 +44,17 @@ fn two_replicas_stay_identical() {
                 // Different init seeds: sync_from_rank0 must make them equal.
                 let mut r = small(100 + rank as i64);
                 r.sync_from_rank0(&mut avg).unwrap();
-                let mut loader = SyntheticLoader::new(
-                    Device::Cpu,
-                    8,
-                    (16, 16),
-                    4,
-                    3,
-                    9,
+                let config = SyntheticConfig {
+                    batch: 8,
+                    size: (16, 16),
+                    classes: 4,
+                    batches_per_epoch: 3,
+                    seed: 9,
                     rank,
-                    MemoryFormat::Contiguous,
-                    1.0,
-                )
-                .unwrap();
+                    format: MemoryFormat::Contiguous,
+                    noise: 1.0,
+                };
+                let mut loader = SyntheticLoader::new(Device::Cpu, &config).unwrap();
                 loader.start_epoch(0, 0).unwrap();
                 let mut losses = Vec::new();
                 while let Some(b) = loader.next_batch().unwrap() {
@@ -106,10 +107,12 @@ fn no_bn_replica() -> Replica {
         "no-bn",
         4,
         no_bn,
-        MemoryFormat::Contiguous,
-        Precision::Fp32,
-        LarsConfig::default(),
-        0.1,
+        &ReplicaConfig {
+            format: MemoryFormat::Contiguous,
+            precision: Precision::Fp32,
+            lars: LarsConfig::default(),
+            label_smoothing: 0.1,
+        },
     )
     .unwrap()
 }
@@ -212,10 +215,7 @@ fn one_replica_on_the_union(
             "small",
             4,
             build,
-            MemoryFormat::Contiguous,
-            Precision::Fp32,
-            LarsConfig::default(),
-            0.1,
+            &ReplicaConfig::default(),
         )
         .unwrap()
     };

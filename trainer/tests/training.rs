@@ -3,17 +3,19 @@
 
 use std::sync::atomic::AtomicBool;
 
+use shardfeed_engine::rng::SplitMix64;
 use shardfeed_trainer::allreduce::SingleReplica;
 use shardfeed_trainer::checkpoint;
+use shardfeed_trainer::data::{
+    DeviceFeeder, DeviceLoader, ImageStats, SyntheticConfig, SyntheticLoader, VecHostSource,
+    VecSourceConfig,
+};
 use shardfeed_trainer::events::{Collect, Event};
 use shardfeed_trainer::lars::LarsConfig;
-use shardfeed_trainer::loader::{
-    DeviceFeeder, ImageStats, Loader, SplitMix64, SyntheticLoader, VecHostSource,
-};
 use shardfeed_trainer::model::{Arch, ModelOptions};
 use shardfeed_trainer::precision::{MemoryFormat, Precision};
 use shardfeed_trainer::schedule::PolyWarmup;
-use shardfeed_trainer::train::{run, Replica, TrainOptions};
+use shardfeed_trainer::train::{run, Replica, ReplicaConfig, TrainOptions};
 use tch::{Device, Tensor};
 
 const SIZE: usize = 16;
@@ -32,27 +34,28 @@ fn replica(seed: i64, format: MemoryFormat, precision: Precision) -> Replica {
         Arch::Small,
         CLASSES as i64,
         ModelOptions::default(),
-        format,
-        precision,
-        LarsConfig::default(),
-        0.1,
+        &ReplicaConfig {
+            format,
+            precision,
+            lars: LarsConfig::default(),
+            label_smoothing: 0.1,
+        },
     )
     .unwrap()
 }
 
 fn synthetic(batches: u64, rank: usize, format: MemoryFormat) -> SyntheticLoader {
-    SyntheticLoader::new(
-        Device::Cpu,
-        BATCH,
-        (SIZE, SIZE),
-        CLASSES,
-        batches,
-        3,
+    let config = SyntheticConfig {
+        batch: BATCH,
+        size: (SIZE, SIZE),
+        classes: CLASSES,
+        batches_per_epoch: batches,
+        seed: 3,
         rank,
         format,
-        1.0,
-    )
-    .unwrap()
+        noise: 1.0,
+    };
+    SyntheticLoader::new(Device::Cpu, &config).unwrap()
 }
 
 fn schedule(steps_per_epoch: u64, epochs: u64) -> PolyWarmup {
@@ -191,10 +194,12 @@ fn checkpoint_then_resume_gives_the_same_next_losses() {
         Arch::Small,
         7,
         ModelOptions::default(),
-        MemoryFormat::Contiguous,
-        Precision::Fp32,
-        LarsConfig::default(),
-        0.1,
+        &ReplicaConfig {
+            format: MemoryFormat::Contiguous,
+            precision: Precision::Fp32,
+            lars: LarsConfig::default(),
+            label_smoothing: 0.1,
+        },
     )
     .unwrap();
     let err = other.load_checkpoint(dir.path()).unwrap_err().to_string();
@@ -262,7 +267,14 @@ fn host_source(n: usize, rank: usize, world: usize) -> VecHostSource {
             }
         }
     }
-    VecHostSource::new(images, labels, SIZE, SIZE, BATCH, 5, rank, world).unwrap()
+    let config = VecSourceConfig {
+        size: (SIZE, SIZE),
+        batch: BATCH,
+        seed: 5,
+        rank,
+        world,
+    };
+    VecHostSource::new(images, labels, &config).unwrap()
 }
 
 #[test]

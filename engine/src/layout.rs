@@ -3,12 +3,16 @@
 //! holds a manifest itself is one dataset. The CLI (`inspect`, `verify`) and the trainer
 //! (`--data shards:DIR`) both accept either, so they share this one rule.
 //!
+//! A split folder is listed whether or not it holds a manifest: one without is a write that was
+//! interrupted, and opening it says so, rather than the split being silently left out (a root
+//! whose `val/` was cut short must not verify as a good dataset of `train/` alone).
+//!
 //! ```
 //! use shardfeed_engine::layout::{split_dirs_by, SplitDirs};
 //! use std::path::{Path, PathBuf};
 //!
-//! // Only `root/val` holds a manifest.
-//! let dirs = split_dirs_by(Path::new("root"), |d| d == Path::new("root/val"));
+//! // `root` is no dataset itself; only `root/val` exists.
+//! let dirs = split_dirs_by(Path::new("root"), |_| false, |d| d == Path::new("root/val"));
 //! assert_eq!(dirs, SplitDirs { train: None, val: Some(PathBuf::from("root/val")) });
 //! assert_eq!(dirs.datasets(), vec![PathBuf::from("root/val")]);
 //! ```
@@ -20,9 +24,9 @@ use crate::shards::MANIFEST_FILE;
 /// The training and validation datasets found under a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitDirs {
-    /// The directory itself when it holds a manifest, else its `train/` when that does.
+    /// The directory itself when it holds a manifest, else its `train/` when that exists.
     pub train: Option<PathBuf>,
-    /// Its `val/` when that holds a manifest (never when the directory is itself a dataset).
+    /// Its `val/` when that exists (never when the directory is itself a dataset).
     pub val: Option<PathBuf>,
 }
 
@@ -33,22 +37,37 @@ impl SplitDirs {
     }
 }
 
-/// The datasets under `dir`, looking for `manifest.json` on disk (see [`split_dirs_by`]).
+/// The datasets under `dir`, looking at the disk (see [`split_dirs_by`]).
 pub fn split_dirs(dir: &Path) -> SplitDirs {
-    split_dirs_by(dir, |d| d.join(MANIFEST_FILE).exists())
+    split_dirs_by(dir, |d| d.join(MANIFEST_FILE).exists(), Path::is_dir)
 }
 
-/// The datasets under `dir`, where `is_dataset(d)` says whether folder `d` holds a manifest: `dir`
-/// alone when it is a dataset, else whichever of `dir/train` and `dir/val` are. Pure: the caller
-/// decides how to look.
-pub fn split_dirs_by(dir: &Path, is_dataset: impl Fn(&Path) -> bool) -> SplitDirs {
-    if is_dataset(dir) {
+/// The folders to open for `dir`: its datasets, or `dir` itself when it has none, so that
+/// opening it says why it is not a dataset. What `inspect` and `verify` look at.
+pub fn dataset_dirs(dir: &Path) -> Vec<PathBuf> {
+    let found = split_dirs(dir).datasets();
+    if found.is_empty() {
+        vec![dir.to_owned()]
+    } else {
+        found
+    }
+}
+
+/// The datasets under `dir`, where `has_manifest(d)` says whether folder `d` holds a manifest and
+/// `exists(d)` whether folder `d` exists: `dir` alone when it is a dataset, else whichever of
+/// `dir/train` and `dir/val` exist. Pure: the caller decides how to look.
+pub fn split_dirs_by(
+    dir: &Path,
+    has_manifest: impl Fn(&Path) -> bool,
+    exists: impl Fn(&Path) -> bool,
+) -> SplitDirs {
+    if has_manifest(dir) {
         return SplitDirs {
             train: Some(dir.to_owned()),
             val: None,
         };
     }
-    let sub = |name: &str| Some(dir.join(name)).filter(|d| is_dataset(d));
+    let sub = |name: &str| Some(dir.join(name)).filter(|d| exists(d));
     SplitDirs {
         train: sub("train"),
         val: sub("val"),
@@ -59,16 +78,19 @@ pub fn split_dirs_by(dir: &Path, is_dataset: impl Fn(&Path) -> bool) -> SplitDir
 mod tests {
     use super::*;
 
-    fn found(dir: &str, datasets: &[&str]) -> SplitDirs {
-        split_dirs_by(Path::new(dir), |d| {
-            datasets.iter().any(|s| d == Path::new(s))
-        })
+    /// `datasets` hold a manifest; every other path in `folders` merely exists.
+    fn found(dir: &str, datasets: &[&str], folders: &[&str]) -> SplitDirs {
+        split_dirs_by(
+            Path::new(dir),
+            |d| datasets.iter().any(|s| d == Path::new(s)),
+            |d| datasets.iter().chain(folders).any(|s| d == Path::new(s)),
+        )
     }
 
     #[test]
     fn a_dataset_directory_is_the_training_set_alone() {
         // Even with split folders below it: the manifest at the top wins.
-        let d = found("r", &["r", "r/train", "r/val"]);
+        let d = found("r", &["r", "r/train", "r/val"], &[]);
         assert_eq!(
             d,
             SplitDirs {
@@ -80,20 +102,18 @@ mod tests {
     }
 
     #[test]
-    fn a_root_gives_whichever_splits_hold_a_manifest() {
-        let both = found("r", &["r/train", "r/val"]);
+    fn a_root_gives_every_split_folder_with_or_without_a_manifest() {
+        let both = found("r", &["r/train", "r/val"], &[]);
         assert_eq!(
             both.datasets(),
             vec![PathBuf::from("r/train"), PathBuf::from("r/val")]
         );
+        // val/ was cut short (no manifest): still listed, so opening it reports the damage.
         assert_eq!(
-            found("r", &["r/train"]),
-            SplitDirs {
-                train: Some("r/train".into()),
-                val: None
-            }
+            found("r", &["r/train"], &["r/val"]).datasets(),
+            vec![PathBuf::from("r/train"), PathBuf::from("r/val")]
         );
-        let none = found("r", &[]);
+        let none = found("r", &[], &[]);
         assert_eq!(
             none,
             SplitDirs {
@@ -105,17 +125,18 @@ mod tests {
     }
 
     #[test]
-    fn split_dirs_looks_for_the_manifest_on_disk() {
+    fn dataset_dirs_falls_back_to_the_folder_itself() {
         let t = tempfile::tempdir().expect("tempdir");
+        assert_eq!(dataset_dirs(t.path()), vec![t.path().to_owned()]);
         let val = t.path().join("val");
         std::fs::create_dir_all(&val).expect("mkdir");
-        std::fs::create_dir_all(t.path().join("train")).expect("mkdir");
         std::fs::write(val.join(MANIFEST_FILE), b"{}").expect("write");
-        // train/ exists but holds no manifest: not a dataset.
+        assert_eq!(dataset_dirs(t.path()), vec![val.clone()]);
+        std::fs::create_dir_all(t.path().join("train")).expect("mkdir");
         assert_eq!(
             split_dirs(t.path()),
             SplitDirs {
-                train: None,
+                train: Some(t.path().join("train")),
                 val: Some(val)
             }
         );

@@ -8,28 +8,6 @@ use crate::reader::ShardReader;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The dataset directories to look at for `dir`: `dir` itself when it holds a manifest;
-/// otherwise the split directories `train/` and `val/` that exist under it (the layout
-/// `shardfeed shard` writes for an ILSVRC2012 root), with or without a manifest: a split
-/// directory without one is a write that was interrupted, and opening it says so rather than
-/// the split being silently left out; otherwise `dir` itself, so that opening it says why it is
-/// not a dataset.
-pub fn dataset_dirs(dir: &Path) -> Vec<PathBuf> {
-    if dir.join(MANIFEST_FILE).exists() {
-        return vec![dir.to_owned()];
-    }
-    let splits: Vec<PathBuf> = ["train", "val"]
-        .iter()
-        .map(|s| dir.join(s))
-        .filter(|d| d.is_dir())
-        .collect();
-    if splits.is_empty() {
-        vec![dir.to_owned()]
-    } else {
-        splits
-    }
-}
-
 /// An opened dataset: its manifest and every shard, memory-mapped and checked.
 #[derive(Debug)]
 pub struct Dataset {

@@ -45,7 +45,7 @@ mod reader;
 mod stream;
 mod writer;
 
-pub use dataset::{dataset_dirs, verify_dataset, Dataset, Problem, VerifyReport};
+pub use dataset::{verify_dataset, Dataset, Problem, VerifyReport};
 pub use dataset_writer::{shard_file_name, DatasetSpec, DatasetWriter, ShardLayout};
 pub use error::{ShardError, WriteError};
 pub use format::{ImageFormat, IndexEntry, OwnedRecord, Record, RecordMeta};

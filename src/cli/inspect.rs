@@ -91,7 +91,7 @@ fn inspect_one(dir: &std::path::Path) -> anyhow::Result<Inspection> {
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let found: Vec<Inspection> = shardfeed_engine::shards::dataset_dirs(&a.dir)
+    let found: Vec<Inspection> = shardfeed_engine::layout::dataset_dirs(&a.dir)
         .iter()
         .map(|d| inspect_one(d))
         .collect::<anyhow::Result<_>>()?;

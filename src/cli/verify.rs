@@ -1,7 +1,8 @@
 //! `shardfeed verify DIR`.
 
 use clap::Args;
-use shardfeed_engine::shards::{dataset_dirs, verify_dataset, Manifest};
+use shardfeed_engine::layout::dataset_dirs;
+use shardfeed_engine::shards::{verify_dataset, Manifest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -674,3 +674,60 @@ fn reencoded_output_is_byte_identical_whatever_the_worker_count() {
         );
     }
 }
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn force_checks_every_output_folder_before_deleting_anything() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    // One split: the dataset is the output folder itself, and a stranger's file sits beside it.
+    let one = t.path().join("one");
+    ok(&["shard", s(&images.join("train")), "--out", s(&one)]);
+    fs::write(one.join("README.txt"), "notes\n").unwrap();
+    let before = fs::read(one.join("manifest.json")).unwrap();
+    let out = shardfeed(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&one),
+        "--force",
+    ]);
+    assert_eq!(fs::read(one.join("manifest.json")).unwrap(), before);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {}: is not empty (found \"README.txt\"): choose a new or empty directory\n",
+            one.display()
+        )
+    );
+    ok(&["verify", s(&one)]);
+
+    // Two splits: val's folder is refused before train's dataset is touched.
+    let both = t.path().join("both");
+    ok(&["shard", s(&images), "--out", s(&both)]);
+    fs::write(both.join("val/README.txt"), "notes\n").unwrap();
+    let before = fs::read(both.join("train/manifest.json")).unwrap();
+    let out = shardfeed(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&both),
+        "--force",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(fs::read(both.join("train/manifest.json")).unwrap(), before);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {}: is not empty (found \"README.txt\"): choose a new or empty directory\n",
+            both.join("val").display()
+        )
+    );
+    ok(&["verify", s(&both.join("train"))]);
+}

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use shardfeed_engine::augment::ReencodeOptions;
 use shardfeed_engine::ingest::{self, FlatLabels, IngestOptions, Mode, Order, Sharding};
-use shardfeed_engine::shards::Dataset;
+use shardfeed_engine::shards::{check_output_dir, Dataset};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,12 +153,20 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
         // A second Ctrl-C is not needed: the first stops at the next record.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
-    let mut skipped_total = 0;
-    for split in &splits {
-        let out = match &split.out_subdir {
+    let outs: Vec<PathBuf> = splits
+        .iter()
+        .map(|split| match &split.out_subdir {
             Some(sub) => a.out.join(sub),
             None => a.out.clone(),
-        };
+        })
+        .collect();
+    // Every output folder is checked before the first split deletes anything: with --force, a
+    // stranger's file in val/ must not be found only after train's dataset was replaced.
+    for out in &outs {
+        check_output_dir(out, a.force)?;
+    }
+    let mut skipped_total = 0;
+    for (split, out) in splits.iter().zip(outs) {
         let n = split.inputs.files.len() as u64;
         let pb = super::progress_bar(
             n,

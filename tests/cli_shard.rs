@@ -731,3 +731,117 @@ fn force_checks_every_output_folder_before_deleting_anything() {
     );
     ok(&["verify", s(&both.join("train"))]);
 }
+
+/// Runs shardfeed with its stdout a pipe whose read end is already closed, as in
+/// `shardfeed ... | head -0`: every write to stdout fails with EPIPE.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    drop(read);
+    Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .args(args)
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .expect("run shardfeed")
+}
+
+#[test]
+fn a_closed_stdout_never_panics_nor_stops_the_work() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    let res = with_closed_stdout(&["synth", s(&images), "--classes", "2", "--per-class", "3"]);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    let out = t.path().join("shards");
+    let res = with_closed_stdout(&["shard", s(&images), "--out", s(&out)]);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    assert_eq!(stderr_of(&res), "");
+    assert!(out.join("train/manifest.json").exists());
+    assert!(
+        out.join("val/manifest.json").exists(),
+        "val is still written"
+    );
+    ok(&["verify", s(&out)]);
+    for args in [
+        vec!["verify", s(&out)],
+        vec!["inspect", s(&out), "--classes"],
+        vec!["inspect", s(&out), "--json"],
+    ] {
+        let res = with_closed_stdout(&args);
+        assert_eq!(res.status.code(), Some(0), "{args:?}: {}", stderr_of(&res));
+        assert_eq!(stderr_of(&res), "", "{args:?}");
+    }
+    let got = t.path().join("got.jpg");
+    let res = with_closed_stdout(&[
+        "extract",
+        s(&out.join("val")),
+        "--index",
+        "1",
+        "--out",
+        s(&got),
+    ]);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    assert!(got.exists());
+    // A check that finds problems still says so by its exit code.
+    let shard = out.join("train/shard-00000.sfs");
+    let mut bytes = fs::read(&shard).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(&shard, bytes).unwrap();
+    let res = with_closed_stdout(&["verify", s(&out)]);
+    assert_eq!(res.status.code(), Some(1), "{}", stderr_of(&res));
+
+    // Any other failure to write stdout (here a full disk) is an I/O error: exit 2, said once.
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let res = Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .args(["inspect", s(&out.join("val"))])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&res),
+        "error: writing to standard output: No space left on device (os error 28)\n"
+    );
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let missing = t.path().join("missing.txt");
+    let res = shardfeed(&[
+        "shard",
+        s(&images.join("val")),
+        "--out",
+        s(&t.path().join("o")),
+        "--val-labels",
+        s(&missing),
+    ]);
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&res),
+        format!(
+            "error: {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    let file = t.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let res = shardfeed(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&file.join("sub")),
+    ]);
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&res),
+        format!(
+            "error: sharding {}: {}: Not a directory (os error 20)\n",
+            images.join("train").display(),
+            file.join("sub").display()
+        )
+    );
+}

@@ -191,7 +191,7 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
         let summary = summary?;
         let m = &summary.manifest;
         let secs = summary.elapsed.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "{}: {} images -> {} shards, {} in {} ({:.1} s, {:.0} images/s, {:.1} MB/s read)",
             split.name,
             m.records,
@@ -203,22 +203,22 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
             summary.bytes_in as f64 / 1e6 / secs,
         );
         let formats: Vec<String> = m.formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!(
+        outln!(
             "  {} classes; formats: {}; mode {}",
             m.classes.len(),
             formats.join(", "),
             m.params.mode
         );
         if !m.skipped.is_empty() {
-            println!("  skipped {} (listed in the manifest):", m.skipped.len());
+            outln!("  skipped {} (listed in the manifest):", m.skipped.len());
             for s in &m.skipped {
-                println!("    {}: {}", s.path, s.reason);
+                outln!("    {}: {}", s.path, s.reason);
             }
         }
         skipped_total += m.skipped.len();
     }
     if skipped_total > 0 {
-        eprintln!("note: {skipped_total} inputs were skipped; --strict makes that an error");
+        errln!("note: {skipped_total} inputs were skipped; --strict makes that an error");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -845,3 +845,64 @@ fn os_errors_are_printed_once() {
         )
     );
 }
+
+#[test]
+fn extract_never_writes_through_a_link_planted_at_a_temporary_name() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--no-shuffle",
+    ]);
+    let c0 = shardfeed_engine::synth::synset_id(0);
+    let original = fs::read(images.join(format!("train/{c0}/{c0}_1.JPEG"))).unwrap();
+    let victim = t.path().join("victim.txt");
+    fs::write(&victim, "precious\n").unwrap();
+    let got = t.path().join("got.jpg");
+    std::os::unix::fs::symlink(&victim, t.path().join("got.jpg.tmp")).unwrap();
+    ok(&[
+        "extract",
+        s(&out),
+        "--path",
+        &format!("{c0}/{c0}_1.JPEG"),
+        "--out",
+        s(&got),
+    ]);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!fs::symlink_metadata(&got).unwrap().is_symlink());
+    assert_eq!(fs::read(&got).unwrap(), original);
+
+    // --out naming a folder: refused, and nothing is left behind.
+    let dir = t.path().join("a-folder");
+    fs::create_dir(&dir).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    for force in [false, true] {
+        let mut args = vec!["extract", s(&out), "--index", "0", "--out", s(&dir)];
+        if force {
+            args.push("--force");
+        }
+        let res = shardfeed(&args);
+        assert_eq!(res.status.code(), Some(2), "force {force}");
+        assert_eq!(
+            stderr_of(&res),
+            format!(
+                "error: {}: is a folder; give --out a file name\n",
+                dir.display()
+            ),
+            "force {force}"
+        );
+        assert_eq!(listing(), before, "force {force}: nothing left behind");
+    }
+}

@@ -1,8 +1,8 @@
 //! `shardfeed inspect DIR` and `shardfeed extract DIR`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use shardfeed_engine::shards::{write_atomic, Dataset};
+use shardfeed_engine::shards::Dataset;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -193,10 +193,7 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
             PathBuf::from(name)
         }
     };
-    if out.exists() && !a.force {
-        bail!("{}: exists; pass --force to overwrite it", out.display());
-    }
-    write_atomic(&out, rec.image).with_context(|| format!("writing {}", out.display()))?;
+    super::files::write_file(&out, rec.image, a.force)?;
     let class = rec
         .label
         .and_then(|l| ds.manifest().classes.get(l as usize))

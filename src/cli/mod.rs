@@ -20,6 +20,7 @@ macro_rules! errln {
 pub mod out;
 
 mod bench;
+mod files;
 mod inspect;
 mod shard;
 mod synth;

@@ -111,7 +111,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         );
         outln!(
             "  classes   {} ({} to {} records per class)",
-            i.classes, i.class_records_min, i.class_records_max
+            i.classes,
+            i.class_records_min,
+            i.class_records_max
         );
         let formats: Vec<String> = i.formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
         outln!("  formats   {}", formats.join(", "));
@@ -187,11 +189,7 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let rec = ds.record(g)?;
     let out = match a.out {
         Some(o) => o,
-        None => {
-            let name = rec.path.rsplit('/').next().unwrap_or("record");
-            let name = if name.is_empty() { "record" } else { name };
-            PathBuf::from(name)
-        }
+        None => super::files::default_name(rec.path),
     };
     super::files::write_file(&out, rec.image, a.force)?;
     let class = rec

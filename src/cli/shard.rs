@@ -3,7 +3,9 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use shardfeed_engine::augment::ReencodeOptions;
-use shardfeed_engine::ingest::{self, FlatLabels, IngestOptions, Mode, Order, Sharding};
+use shardfeed_engine::ingest::{
+    self, escape_controls, FlatLabels, IngestOptions, Mode, Order, Sharding,
+};
 use shardfeed_engine::shards::{check_output_dir, Dataset};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -212,7 +214,12 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
         if !m.skipped.is_empty() {
             outln!("  skipped {} (listed in the manifest):", m.skipped.len());
             for s in &m.skipped {
-                outln!("    {}: {}", s.path, s.reason);
+                // Paths are stored escaped; reasons may quote a file's bytes: one line each.
+                outln!(
+                    "    {}: {}",
+                    escape_controls(&s.path),
+                    escape_controls(&s.reason)
+                );
             }
         }
         skipped_total += m.skipped.len();

@@ -6,10 +6,12 @@
 //! byte-identical whatever the number of workers.
 
 mod discover;
+mod names;
 
 pub use discover::{
     class_folders, from_class_folders, from_flat_folder, FlatLabels, InputFile, SplitInputs,
 };
+pub use names::{escape_controls, escape_name, unescape_name};
 
 use crate::rng;
 use crossbeam_channel::{bounded, unbounded, RecvTimeoutError};
@@ -23,19 +25,28 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Ingest failed.
+/// A path in a message: its bytes escaped as record paths are (see [`escape_name`]), so that a
+/// name with a newline cannot forge a line and names that are not UTF-8 stay distinct.
+fn shown(path: &Path) -> String {
+    escape_name(path.as_os_str().as_encoded_bytes())
+}
+
+/// Ingest failed. Every variant names the file or folder.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// An input directory or file could not be listed or read.
-    #[error("{path}: {source}", path = path.display())]
+    ///
+    /// The OS error is part of the message and deliberately not a `source()`: a report that
+    /// prints the chain of causes (anyhow's `{:#}`) would otherwise say it twice.
+    #[error("{path}: {error}", path = shown(path))]
     Io {
         /// The path.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input is not laid out as expected.
-    #[error("{path}: {detail}", path = path.display())]
+    #[error("{path}: {detail}", path = shown(path))]
     Source {
         /// The input path.
         path: PathBuf,
@@ -43,7 +54,7 @@ pub enum IngestError {
         detail: String,
     },
     /// A label file could not be parsed.
-    #[error("{path}: {detail}", path = path.display())]
+    #[error("{path}: {detail}", path = shown(path))]
     Labels {
         /// The label file.
         path: PathBuf,
@@ -51,7 +62,7 @@ pub enum IngestError {
         detail: String,
     },
     /// `--strict`: an input was not a usable image.
-    #[error("{path}: {reason} (--strict makes this fatal; without it the file is skipped and listed)", path = path.display())]
+    #[error("{path}: {reason} (--strict makes this fatal; without it the file is skipped and listed)", path = shown(path), reason = escape_controls(reason))]
     Strict {
         /// The input.
         path: PathBuf,
@@ -59,7 +70,7 @@ pub enum IngestError {
         reason: String,
     },
     /// Every input was skipped.
-    #[error("{path}: none of the {inputs} inputs is a usable image (first: {first})", path = path.display())]
+    #[error("{path}: none of the {inputs} inputs is a usable image (first: {first})", path = shown(path), first = escape_controls(first))]
     NothingUsable {
         /// The split's folder.
         path: PathBuf,
@@ -73,7 +84,7 @@ pub enum IngestError {
     Write(#[from] WriteError),
     /// The worker threads stopped before every input was prepared (a bug); the partial output
     /// was removed.
-    #[error("{path}: the worker threads stopped before this input was prepared; the partial output was removed", path = path.display())]
+    #[error("{path}: the worker threads stopped before this input was prepared; the partial output was removed", path = shown(path))]
     WorkersStopped {
         /// The first input not written.
         path: PathBuf,
@@ -157,7 +168,7 @@ pub fn discover(
     };
     let name = src
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| escape_name(n.as_encoded_bytes()))
         .unwrap_or_else(|| "data".into());
     Ok(vec![Split {
         name,
@@ -242,6 +253,12 @@ enum Outcome {
 }
 
 fn prepare(file: &InputFile, mode: &Mode, reencoder: &mut Reencoder) -> Outcome {
+    if let Some(reason) = &file.problem {
+        return Outcome::Skip {
+            reason: reason.clone(),
+            bytes_in: 0,
+        };
+    }
     let bytes = match std::fs::read(&file.path) {
         Ok(b) => b,
         Err(e) => {
@@ -498,6 +515,7 @@ mod tests {
                 path: dir.join(n),
                 rel: format!("n00000001/{n}"),
                 label: Ok(0),
+                problem: None,
             })
             .collect();
         Split {
@@ -585,5 +603,33 @@ mod tests {
             )
         );
         assert!(!t.path().join("strict").exists(), "partial output removed");
+    }
+
+    #[test]
+    fn entries_discovery_could_not_use_are_skipped_unread() {
+        let t = tempfile::tempdir().unwrap();
+        let mut split = split_of(t.path(), &["a.JPEG", "gone.JPEG"]);
+        split.inputs.files[1].problem =
+            Some("cannot follow symbolic link: No such file or directory (os error 2)".into());
+        let summary = ingest_split_with(
+            &split,
+            &t.path().join("out"),
+            &options(false),
+            &mut |_| {},
+            &AtomicBool::new(false),
+            &|file: &InputFile, mode: &Mode, r: &mut Reencoder| {
+                if file.problem.is_none() {
+                    panics_on_boom(file, mode, r)
+                } else {
+                    prepare(file, mode, r)
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(summary.manifest.records, 1);
+        assert_eq!(
+            summary.manifest.skipped[0].reason,
+            "cannot follow symbolic link: No such file or directory (os error 2)"
+        );
     }
 }

@@ -202,18 +202,15 @@ fn files_in(
     ancestors.pop();
 }
 
-/// The input root and `dir` (the split's folder), as the first ancestors of a walk under `dir`.
+/// The first ancestor of a walk under `dir`: the input root (its relative path is empty); and
+/// `dir`'s own identity.
 fn walk_start(root: &Path, dir: &Path) -> Result<(Vec<(DirId, String)>, DirId), IngestError> {
-    let mut ancestors = Vec::new();
-    for d in [root, dir] {
-        let meta = fs::metadata(d).map_err(io_err(d))?;
-        let id = dir_id(d, &meta).map_err(io_err(d))?;
-        ancestors.push((id, rel_of(root, d)));
-    }
-    let (dir_id, _) = ancestors
-        .pop()
-        .unwrap_or_else(|| unreachable!("two were pushed"));
-    Ok((ancestors, dir_id))
+    let id_of = |d: &Path| {
+        fs::metadata(d)
+            .and_then(|m| dir_id(d, &m))
+            .map_err(io_err(d))
+    };
+    Ok((vec![(id_of(root)?, String::new())], id_of(dir)?))
 }
 
 /// An entry directly under a split's folder: a class folder, or one that cannot be used.

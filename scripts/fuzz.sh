@@ -39,6 +39,11 @@ done
 for f in shards/tests/data/*/manifest.json; do
   cp "$f" "fuzz/corpus/manifest/$(echo "$f" | tr '/' '_')"
 done
+# label_files: a ground truth, NUL, a synset mapping (see the target); and a Kaggle CSV.
+mkdir -p fuzz/corpus/label_files
+printf '490\n361\n\n171\n\0003 n01440764 tench\n1 n01443537\n2 n01484850\n' >fuzz/corpus/label_files/devkit
+printf 'n01751748\nn09193705\n\000n01751748\nn09193705\n' >fuzz/corpus/label_files/synsets
+printf 'ImageId,PredictionString\nILSVRC2012_val_00008726,n02119789 255 142 454 329 n02119789 44 21 322 295\n' >fuzz/corpus/label_files/kaggle
 
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${seconds}s"

@@ -8,9 +8,17 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
-        Ok(code) => code,
+        Ok(code) => match cli::out::stdout_error() {
+            // The work is done, but its report was lost (a full disk behind `> file`): an I/O
+            // error. A closed pipe (`| head`) is not one.
+            Some(e) => {
+                cli::out::err_line(format_args!("error: writing to standard output: {e}"));
+                ExitCode::from(2)
+            }
+            None => code,
+        },
         Err(e) => {
-            eprintln!("error: {e:#}");
+            cli::out::err_line(format_args!("error: {}", cli::error_chain(&e)));
             ExitCode::from(2)
         }
     }

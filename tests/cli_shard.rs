@@ -674,3 +674,401 @@ fn reencoded_output_is_byte_identical_whatever_the_worker_count() {
         );
     }
 }
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn force_checks_every_output_folder_before_deleting_anything() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    // One split: the dataset is the output folder itself, and a stranger's file sits beside it.
+    let one = t.path().join("one");
+    ok(&["shard", s(&images.join("train")), "--out", s(&one)]);
+    fs::write(one.join("README.txt"), "notes\n").unwrap();
+    let before = fs::read(one.join("manifest.json")).unwrap();
+    let out = shardfeed(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&one),
+        "--force",
+    ]);
+    assert_eq!(fs::read(one.join("manifest.json")).unwrap(), before);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {}: is not empty (found \"README.txt\"): choose a new or empty directory\n",
+            one.display()
+        )
+    );
+    ok(&["verify", s(&one)]);
+
+    // Two splits: val's folder is refused before train's dataset is touched.
+    let both = t.path().join("both");
+    ok(&["shard", s(&images), "--out", s(&both)]);
+    fs::write(both.join("val/README.txt"), "notes\n").unwrap();
+    let before = fs::read(both.join("train/manifest.json")).unwrap();
+    let out = shardfeed(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&both),
+        "--force",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(fs::read(both.join("train/manifest.json")).unwrap(), before);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {}: is not empty (found \"README.txt\"): choose a new or empty directory\n",
+            both.join("val").display()
+        )
+    );
+    ok(&["verify", s(&both.join("train"))]);
+}
+
+#[test]
+fn extract_never_writes_through_a_link_planted_at_a_temporary_name() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let out = t.path().join("shards");
+    ok(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&out),
+        "--no-shuffle",
+    ]);
+    let c0 = shardfeed_engine::synth::synset_id(0);
+    let original = fs::read(images.join(format!("train/{c0}/{c0}_1.JPEG"))).unwrap();
+    let victim = t.path().join("victim.txt");
+    fs::write(&victim, "precious\n").unwrap();
+    let got = t.path().join("got.jpg");
+    std::os::unix::fs::symlink(&victim, t.path().join("got.jpg.tmp")).unwrap();
+    ok(&[
+        "extract",
+        s(&out),
+        "--path",
+        &format!("{c0}/{c0}_1.JPEG"),
+        "--out",
+        s(&got),
+    ]);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!fs::symlink_metadata(&got).unwrap().is_symlink());
+    assert_eq!(fs::read(&got).unwrap(), original);
+
+    // --out naming a folder: refused, and nothing is left behind.
+    let dir = t.path().join("a-folder");
+    fs::create_dir(&dir).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    for force in [false, true] {
+        let mut args = vec!["extract", s(&out), "--index", "0", "--out", s(&dir)];
+        if force {
+            args.push("--force");
+        }
+        let res = shardfeed(&args);
+        assert_eq!(res.status.code(), Some(2), "force {force}");
+        assert_eq!(
+            stderr_of(&res),
+            format!(
+                "error: {}: is a folder; give --out a file name\n",
+                dir.display()
+            ),
+            "force {force}"
+        );
+        assert_eq!(listing(), before, "force {force}: nothing left behind");
+    }
+}
+
+/// Runs shardfeed with its stdout a pipe whose read end is already closed, as in
+/// `shardfeed ... | head -0`: every write to stdout fails with EPIPE.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    drop(read);
+    Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .args(args)
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .expect("run shardfeed")
+}
+
+#[test]
+fn a_closed_stdout_never_panics_nor_stops_the_work() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    let res = with_closed_stdout(&["synth", s(&images), "--classes", "2", "--per-class", "3"]);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    let out = t.path().join("shards");
+    let res = with_closed_stdout(&["shard", s(&images), "--out", s(&out)]);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    assert_eq!(stderr_of(&res), "");
+    assert!(out.join("train/manifest.json").exists());
+    assert!(
+        out.join("val/manifest.json").exists(),
+        "val is still written"
+    );
+    ok(&["verify", s(&out)]);
+    for args in [
+        vec!["verify", s(&out)],
+        vec!["inspect", s(&out), "--classes"],
+        vec!["inspect", s(&out), "--json"],
+    ] {
+        let res = with_closed_stdout(&args);
+        assert_eq!(res.status.code(), Some(0), "{args:?}: {}", stderr_of(&res));
+        assert_eq!(stderr_of(&res), "", "{args:?}");
+    }
+    let got = t.path().join("got.jpg");
+    let res = with_closed_stdout(&[
+        "extract",
+        s(&out.join("val")),
+        "--index",
+        "1",
+        "--out",
+        s(&got),
+    ]);
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    assert!(got.exists());
+    // A check that finds problems still says so by its exit code.
+    let shard = out.join("train/shard-00000.sfs");
+    let mut bytes = fs::read(&shard).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(&shard, bytes).unwrap();
+    let res = with_closed_stdout(&["verify", s(&out)]);
+    assert_eq!(res.status.code(), Some(1), "{}", stderr_of(&res));
+
+    // Any other failure to write stdout (here a full disk) is an I/O error: exit 2, said once.
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let res = Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .args(["inspect", s(&out.join("val"))])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&res),
+        "error: writing to standard output: No space left on device (os error 28)\n"
+    );
+}
+
+#[test]
+fn unreadable_entries_are_skipped_and_listed_and_fatal_with_strict() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let (c0, c1) = (
+        shardfeed_engine::synth::synset_id(0),
+        shardfeed_engine::synth::synset_id(1),
+    );
+    let class_dir = images.join("train").join(&c0);
+    symlink(t.path().join("nowhere.JPEG"), class_dir.join("gone.JPEG")).unwrap();
+    symlink("self.JPEG", class_dir.join("self.JPEG")).unwrap();
+    symlink(".", class_dir.join("loop")).unwrap();
+    symlink("../..", class_dir.join("up")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(class_dir.join("pipe.JPEG"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    symlink(t.path().join("unmounted"), images.join("train/n99999999")).unwrap();
+    // Links are followed wherever they lead, outside the input folder too.
+    let elsewhere = t.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::copy(
+        class_dir.join(format!("{c0}_1.JPEG")),
+        elsewhere.join("x.JPEG"),
+    )
+    .unwrap();
+    symlink(&elsewhere, images.join("train").join(&c1).join("linked")).unwrap();
+    // A folder that cannot be listed. Root reads it anyway: then that case is left out.
+    let locked = class_dir.join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::write(locked.join("x.JPEG"), b"x").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let locked_blocks = fs::read_dir(&locked).is_err();
+    if !locked_blocks {
+        eprintln!("note: permission bits do not stop this user (root): the unreadable-folder case is skipped");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::remove_dir_all(&locked).unwrap();
+    }
+
+    let out = t.path().join("shards");
+    let summary = ok(&["shard", s(&images), "--out", s(&out), "--no-shuffle"]);
+    let mut want = vec![
+        format!("    train/{c0}/gone.JPEG: cannot follow symbolic link: No such file or directory (os error 2)"),
+        format!("    train/{c0}/loop: symbolic link loop: leads back to train/{c0}"),
+        format!("    train/{c0}/pipe.JPEG: not a regular file"),
+        format!("    train/{c0}/self.JPEG: cannot follow symbolic link: Too many levels of symbolic links (os error 40)"),
+        format!("    train/{c0}/up: symbolic link loop: leads back to the input folder"),
+        "    train/n99999999: cannot follow symbolic link: No such file or directory (os error 2)".to_string(),
+    ];
+    if locked_blocks {
+        want.insert(
+            1,
+            format!("    train/{c0}/locked: cannot list folder: Permission denied (os error 13)"),
+        );
+    }
+    let got: Vec<&str> = summary.lines().filter(|l| l.starts_with("    ")).collect();
+    assert_eq!(got, want, "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "  skipped {} (listed in the manifest):",
+            want.len()
+        )),
+        "{summary}"
+    );
+    let m = manifest(&out.join("train"));
+    assert_eq!(
+        m["records"], 25,
+        "24 images and the one behind the link: {m}"
+    );
+    assert_eq!(m["skipped"].as_array().unwrap().len(), want.len());
+    assert_eq!(m["classes"].as_array().unwrap().len(), 3);
+    let ds = shardfeed_engine::shards::Dataset::open(out.join("train")).unwrap();
+    assert!(ds
+        .find_path(&format!("train/{c1}/linked/x.JPEG"))
+        .unwrap()
+        .is_some());
+
+    let strict = shardfeed(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&t.path().join("strict")),
+        "--strict",
+        "--no-shuffle",
+    ]);
+    assert_eq!(strict.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&strict),
+        format!(
+            "error: sharding {}: {}: cannot follow symbolic link: No such file or directory (os error 2) (--strict makes this fatal; without it the file is skipped and listed)\n",
+            images.join("train").display(),
+            class_dir.join("gone.JPEG").display()
+        )
+    );
+    if locked_blocks {
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn names_that_are_not_utf8_stay_distinct_and_control_characters_are_escaped() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let c0 = shardfeed_engine::synth::synset_id(0);
+    let class_dir = images.join("train").join(&c0);
+    let (one, two) = (
+        fs::read(class_dir.join(format!("{c0}_1.JPEG"))).unwrap(),
+        fs::read(class_dir.join(format!("{c0}_2.JPEG"))).unwrap(),
+    );
+    fs::write(class_dir.join(OsStr::from_bytes(b"a\xe9.JPEG")), &one).unwrap();
+    fs::write(class_dir.join(OsStr::from_bytes(b"a\xe8.JPEG")), &two).unwrap();
+    fs::write(class_dir.join("back\\slash.JPEG"), &one).unwrap();
+    fs::write(class_dir.join("bad\nforged: line.JPEG"), b"<html>").unwrap();
+    let out = t.path().join("shards");
+    let summary = ok(&["shard", s(&images), "--out", s(&out)]);
+    assert!(
+        summary.contains(&format!(
+            "\n    train/{c0}/bad\\x0aforged: line.JPEG: not an image"
+        )),
+        "{summary}"
+    );
+    assert!(
+        !summary.lines().any(|l| l.starts_with("forged")),
+        "{summary}"
+    );
+    for (stored, want) in [
+        (format!("train/{c0}/a\\xe9.JPEG"), &one),
+        (format!("train/{c0}/a\\xe8.JPEG"), &two),
+        (format!("train/{c0}/back\\\\slash.JPEG"), &one),
+    ] {
+        let got = t.path().join("got");
+        ok(&[
+            "extract",
+            s(&out.join("train")),
+            "--path",
+            &stored,
+            "--out",
+            s(&got),
+            "--force",
+        ]);
+        assert_eq!(&fs::read(&got).unwrap(), want, "{stored}");
+    }
+    // Without --out, extract writes the file under its original name, bytes and all.
+    let ds = shardfeed_engine::shards::Dataset::open(out.join("train")).unwrap();
+    let g = ds
+        .find_path(&format!("train/{c0}/a\\xe8.JPEG"))
+        .unwrap()
+        .unwrap();
+    let here = t.path().join("here");
+    fs::create_dir(&here).unwrap();
+    let res = Command::new(env!("CARGO_BIN_EXE_shardfeed"))
+        .args(["extract", s(&out.join("train")), "--index", &g.to_string()])
+        .current_dir(&here)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(0), "{}", stderr_of(&res));
+    assert_eq!(
+        fs::read(here.join(OsStr::from_bytes(b"a\xe8.JPEG"))).unwrap(),
+        two
+    );
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let t = tempfile::tempdir().unwrap();
+    let images = synth(t.path(), false);
+    let missing = t.path().join("missing.txt");
+    let res = shardfeed(&[
+        "shard",
+        s(&images.join("val")),
+        "--out",
+        s(&t.path().join("o")),
+        "--val-labels",
+        s(&missing),
+    ]);
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&res),
+        format!(
+            "error: {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    let file = t.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let res = shardfeed(&[
+        "shard",
+        s(&images.join("train")),
+        "--out",
+        s(&file.join("sub")),
+    ]);
+    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&res),
+        format!(
+            "error: sharding {}: {}: Not a directory (os error 20)\n",
+            images.join("train").display(),
+            file.join("sub").display()
+        )
+    );
+}

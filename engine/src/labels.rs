@@ -12,11 +12,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-/// A parse error, with the 1-based line it is on.
+/// A parse error, with the 1-based line it is on (0: the file as a whole).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {detail}")]
+#[error("{}{detail}", if *line == 0 { String::new() } else { format!("line {line}: ") })]
 pub struct LabelFileError {
-    /// 1-based line number.
+    /// 1-based line number; 0 when the problem is the file as a whole.
     pub line: usize,
     /// What is wrong.
     pub detail: String,
@@ -90,6 +90,10 @@ pub fn parse_ground_truth(text: &str) -> Result<GroundTruth, LabelFileError> {
 /// Parses a synset mapping: line `k` holds the synset of ILSVRC2012_ID `k` (`n02119789` or
 /// `n02119789 kit fox`), or each line is `ID synset …`. Returns synsets indexed by `ID - 1`.
 pub fn parse_synset_mapping(text: &str) -> Result<Vec<String>, LabelFileError> {
+    // Every ID from 1 to the largest needs a line of its own, so no ID can be larger than the
+    // number of entries: that bounds the table by the file's size, not by a number in it (a
+    // hostile `4000000000 n01440764` would otherwise ask for a table of about 100 GB).
+    let entries = text.lines().filter(|l| !l.trim().is_empty()).count();
     let mut by_id: Vec<Option<String>> = Vec::new();
     let mut next_id = 1usize;
     for (i, line) in text.lines().enumerate() {
@@ -112,6 +116,15 @@ pub fn parse_synset_mapping(text: &str) -> Result<Vec<String>, LabelFileError> {
         };
         if id == 0 {
             return Err(err(i + 1, "ILSVRC2012_IDs start at 1"));
+        }
+        if id > entries {
+            return Err(err(
+                i + 1,
+                format!(
+                    "ILSVRC2012_ID {id} is larger than the number of entries in the file \
+                     ({entries}): IDs run from 1 to the number of classes"
+                ),
+            ));
         }
         if by_id.len() < id {
             by_id.resize(id, None);
@@ -227,10 +240,44 @@ mod tests {
     fn id_synset_pairs_are_accepted_and_gaps_refused() {
         let map = parse_synset_mapping("2 n00000002 b\n1 n00000001 a\n").unwrap();
         assert_eq!(map, vec!["n00000001", "n00000002"]);
+        // A gap leaves an ID larger than the number of entries.
         let e = parse_synset_mapping("1 n00000001\n3 n00000003\n").unwrap_err();
-        assert!(e.detail.contains("no synset for ILSVRC2012_ID 2"), "{e}");
+        assert_eq!(e.line, 2);
+        assert!(
+            e.detail.starts_with(
+                "ILSVRC2012_ID 3 is larger than the number of entries in the file (2)"
+            ),
+            "{e}"
+        );
         let e = parse_synset_mapping("1 n00000001\n1 n00000002\n").unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn a_huge_id_is_refused_naming_the_line_not_allocated() {
+        // Before the bound, this sized a table by the ID: 24 MB here, about 100 GB for
+        // 4000000000, and a capacity-overflow panic for the largest usize.
+        let e = parse_synset_mapping("1 n00000001\n1000000 n00000002\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 2: ILSVRC2012_ID 1000000 is larger than the number of entries in the file (2): \
+             IDs run from 1 to the number of classes"
+        );
+        let e = parse_synset_mapping("18446744073709551615 n00000001\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(
+            e.detail
+                .starts_with("ILSVRC2012_ID 18446744073709551615 is larger"),
+            "{e}"
+        );
+        // The largest ID that fits is still fine, in any order.
+        let map = parse_synset_mapping("3 n00000003\n\n1 n00000001\n2 n00000002\n").unwrap();
+        assert_eq!(map, vec!["n00000001", "n00000002", "n00000003"]);
+        // A problem with the file as a whole has no line number.
+        assert_eq!(
+            parse_synset_mapping("\n").unwrap_err().to_string(),
+            "the file holds no synsets"
+        );
     }
 
     #[test]

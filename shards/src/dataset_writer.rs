@@ -347,9 +347,13 @@ impl Drop for DatasetWriter {
     }
 }
 
-fn prepare_output_dir(dir: &Path, overwrite: bool) -> Result<(), WriteError> {
+/// Checks, changing nothing, that [`DatasetWriter::create`] may write to `dir`: it is missing,
+/// or a directory that holds nothing but a dataset (only with `overwrite`) and leftovers of an
+/// interrupted run. A caller that writes several datasets checks them all before it starts, so
+/// that a refusal never comes after a deletion.
+pub fn check_output_dir(dir: &Path, overwrite: bool) -> Result<(), WriteError> {
     if !dir.exists() {
-        return fs::create_dir_all(dir).map_err(WriteError::io(dir));
+        return Ok(());
     }
     if !dir.is_dir() {
         return Err(WriteError::OutputExists {
@@ -357,25 +361,16 @@ fn prepare_output_dir(dir: &Path, overwrite: bool) -> Result<(), WriteError> {
             detail: "exists and is not a directory".into(),
         });
     }
-    let manifest = dir.join(MANIFEST_FILE);
-    if manifest.exists() {
-        if !overwrite {
-            return Err(WriteError::OutputExists {
-                path: dir.to_owned(),
-                detail: "already holds a dataset (manifest.json); pass --force to replace it"
-                    .into(),
-            });
-        }
-        // Remove the manifest first: from here on the old dataset no longer opens as complete.
-        fs::remove_file(&manifest).map_err(WriteError::io(&manifest))?;
-        sync_dir(dir)?;
+    if dir.join(MANIFEST_FILE).exists() && !overwrite {
+        return Err(WriteError::OutputExists {
+            path: dir.to_owned(),
+            detail: "already holds a dataset (manifest.json); pass --force to replace it".into(),
+        });
     }
-    let mut ours = Vec::new();
     for e in fs::read_dir(dir).map_err(WriteError::io(dir))? {
-        let e = e.map_err(WriteError::io(dir))?;
-        let name = e.file_name();
+        let name = e.map_err(WriteError::io(dir))?.file_name();
         match name.to_str() {
-            Some(n) if is_our_leftover(n) => ours.push(e.path()),
+            Some(n) if n == MANIFEST_FILE || is_our_leftover(n) => {}
             _ => {
                 return Err(WriteError::OutputExists {
                     path: dir.to_owned(),
@@ -387,8 +382,60 @@ fn prepare_output_dir(dir: &Path, overwrite: bool) -> Result<(), WriteError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Makes `dir` ready for a new dataset, after [`check_output_dir`]: nothing is deleted unless
+/// everything there is ours.
+fn prepare_output_dir(dir: &Path, overwrite: bool) -> Result<(), WriteError> {
+    check_output_dir(dir, overwrite)?;
+    if !dir.exists() {
+        return fs::create_dir_all(dir).map_err(WriteError::io(dir));
+    }
+    let manifest = dir.join(MANIFEST_FILE);
+    if manifest.exists() {
+        // Remove the manifest first: from here on the old dataset no longer opens as complete.
+        fs::remove_file(&manifest).map_err(WriteError::io(&manifest))?;
+        sync_dir(dir)?;
+    }
+    let mut ours = Vec::new();
+    for e in fs::read_dir(dir).map_err(WriteError::io(dir))? {
+        let e = e.map_err(WriteError::io(dir))?;
+        if e.file_name().to_str().is_some_and(is_our_leftover) {
+            ours.push(e.path());
+        }
+    }
     for p in ours {
         fs::remove_file(&p).map_err(WriteError::io(&p))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod output_dir_tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_file_is_found_before_a_forced_replace_deletes_anything() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(MANIFEST_FILE), "{}").unwrap();
+        fs::write(d.path().join("shard-00000.sfs"), "old").unwrap();
+        fs::write(d.path().join("README.txt"), "notes").unwrap();
+        let e = prepare_output_dir(d.path(), true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: is not empty (found \"README.txt\"): choose a new or empty directory",
+                d.path().display()
+            )
+        );
+        for kept in [MANIFEST_FILE, "shard-00000.sfs", "README.txt"] {
+            assert!(d.path().join(kept).exists(), "{kept} kept");
+        }
+        // Without the stranger, --force clears the old dataset.
+        fs::remove_file(d.path().join("README.txt")).unwrap();
+        check_output_dir(d.path(), true).unwrap();
+        prepare_output_dir(d.path(), true).unwrap();
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
 }

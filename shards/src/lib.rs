@@ -46,7 +46,9 @@ mod stream;
 mod writer;
 
 pub use dataset::{verify_dataset, Dataset, Problem, VerifyReport};
-pub use dataset_writer::{shard_file_name, DatasetSpec, DatasetWriter, ShardLayout};
+pub use dataset_writer::{
+    check_output_dir, shard_file_name, DatasetSpec, DatasetWriter, ShardLayout,
+};
 pub use error::{ShardError, WriteError};
 pub use format::{ImageFormat, IndexEntry, OwnedRecord, Record, RecordMeta};
 pub use manifest::{

@@ -237,18 +237,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         cpu,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary.json())?);
+        outln!("{}", serde_json::to_string_pretty(&summary.json())?);
     } else {
         summary.print();
     }
     let failures = loader.metrics().failures;
     if failures > 0 {
-        eprintln!("{failures} records failed to read or decode and were replaced:");
+        errln!("{failures} records failed to read or decode and were replaced:");
         for f in loader.failures().iter().take(20) {
-            eprintln!("  {f}");
+            errln!("  {f}");
         }
         if failures > 20 {
-            eprintln!("  ... and {} more", failures - 20);
+            errln!("  ... and {} more", failures - 20);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -290,7 +290,7 @@ impl Summary<'_> {
 
     fn print(&self) {
         let (a, l, t) = (self.args, self.loader, &self.timed);
-        println!(
+        outln!(
             "{}: {} images per epoch (rank {}/{}) in {} batches of {}, {} {}x{}, {} workers, prefetch {}",
             self.dir.display(),
             l.samples_per_epoch(),
@@ -304,9 +304,17 @@ impl Summary<'_> {
             l.workers(),
             a.prefetch,
         );
-        println!(
+        outln!(
             "{:>8} {:>8} {:>9} {:>8} {:>6} {:>9} {:>6} {:>10} {:>10}",
-            "epoch", "images", "time", "img/s", "busy", "waited", "queue", "peak RSS", "anon RSS"
+            "epoch",
+            "images",
+            "time",
+            "img/s",
+            "busy",
+            "waited",
+            "queue",
+            "peak RSS",
+            "anon RSS"
         );
         for r in self.results {
             let m = &r.metrics;
@@ -315,7 +323,7 @@ impl Summary<'_> {
             } else {
                 (r.epoch - a.warmup + 1).to_string()
             };
-            println!(
+            outln!(
                 "{:>8} {:>8} {:>7.2} s {:>8.0} {:>5.0}% {:>7.2} s {:>6.1} {:>10} {:>10}",
                 name,
                 m.images,
@@ -328,7 +336,7 @@ impl Summary<'_> {
                 super::human_bytes(r.memory.rss_anon),
             );
         }
-        println!(
+        outln!(
             "timed: {} epochs, {} images in {:.2} s = {:.0} img/s, {:.0} img/s per worker, {:.0} images per CPU-second",
             a.epochs,
             t.images,
@@ -337,14 +345,14 @@ impl Summary<'_> {
             self.per_worker(),
             self.per_cpu_second(),
         );
-        println!(
+        outln!(
             "per image (worker time): read {:.3} ms, decode {:.3} ms, augment {:.3} ms; workers {:.0}% busy",
             ms_per_image(t.read, t),
             ms_per_image(t.decode, t),
             ms_per_image(t.augment, t),
             100.0 * t.busy_fraction(),
         );
-        println!(
+        outln!(
             "consumer waited {:.2} s ({:.0}% of the time), mean queue depth {:.1} (max {}), readahead {}",
             t.consumer_wait.as_secs_f64(),
             100.0 * t.consumer_wait.as_secs_f64() / t.elapsed.as_secs_f64().max(1e-9),
@@ -352,7 +360,7 @@ impl Summary<'_> {
             t.queue_depth_max,
             super::human_bytes(t.readahead_bytes),
         );
-        println!(
+        outln!(
             "peak RSS {}; records failed: {}",
             super::human_bytes(self.peak_rss()),
             self.loader.metrics().failures,

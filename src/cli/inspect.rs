@@ -1,8 +1,8 @@
 //! `shardfeed inspect DIR` and `shardfeed extract DIR`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use shardfeed_engine::shards::{write_atomic, Dataset};
+use shardfeed_engine::shards::Dataset;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,12 +96,12 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         .map(|d| inspect_one(d))
         .collect::<anyhow::Result<_>>()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        outln!("{}", serde_json::to_string_pretty(&found)?);
         return Ok(ExitCode::SUCCESS);
     }
     for i in &found {
-        println!("{} ({} split, format {})", i.dir, i.split, i.format_version);
-        println!(
+        outln!("{} ({} split, format {})", i.dir, i.split, i.format_version);
+        outln!(
             "  records   {} in {} shards, {} ({} to {} per shard)",
             i.records,
             i.shards,
@@ -109,18 +109,20 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             super::human_bytes(i.shard_bytes_min),
             super::human_bytes(i.shard_bytes_max)
         );
-        println!(
+        outln!(
             "  classes   {} ({} to {} records per class)",
-            i.classes, i.class_records_min, i.class_records_max
+            i.classes,
+            i.class_records_min,
+            i.class_records_max
         );
         let formats: Vec<String> = i.formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  formats   {}", formats.join(", "));
+        outln!("  formats   {}", formats.join(", "));
         let sizes: Vec<String> = i
             .common_sizes
             .iter()
             .map(|(s, c)| format!("{s} ({c})"))
             .collect();
-        println!(
+        outln!(
             "  images    mean {:.0}x{:.0}, {} mean; most common: {}",
             i.width_mean,
             i.height_mean,
@@ -137,7 +139,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             (None, None) => String::new(),
             (side, q) => format!(" (max side {side:?}, quality {q:?})"),
         };
-        println!(
+        outln!(
             "  made by   {}: {}{reencode}, {layout}, {} order (seed {}){}",
             p.tool,
             p.mode,
@@ -145,11 +147,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             p.shuffle_seed,
             if p.strict { ", strict" } else { "" }
         );
-        println!("  skipped   {} inputs", i.skipped);
+        outln!("  skipped   {} inputs", i.skipped);
         if a.classes {
-            println!("  class histogram:");
+            outln!("  class histogram:");
             for (k, (s, c)) in i.class_histogram.iter().enumerate() {
-                println!("    {k:>5} {s} {c}");
+                outln!("    {k:>5} {s} {c}");
             }
         }
     }
@@ -187,21 +189,14 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let rec = ds.record(g)?;
     let out = match a.out {
         Some(o) => o,
-        None => {
-            let name = rec.path.rsplit('/').next().unwrap_or("record");
-            let name = if name.is_empty() { "record" } else { name };
-            PathBuf::from(name)
-        }
+        None => super::files::default_name(rec.path),
     };
-    if out.exists() && !a.force {
-        bail!("{}: exists; pass --force to overwrite it", out.display());
-    }
-    write_atomic(&out, rec.image).with_context(|| format!("writing {}", out.display()))?;
+    super::files::write_file(&out, rec.image, a.force)?;
     let class = rec
         .label
         .and_then(|l| ds.manifest().classes.get(l as usize))
         .map_or_else(|| "-".to_owned(), |c| format!("{} ({})", c.index, c.synset));
-    println!(
+    outln!(
         "record {g}: {} -> {} ({} bytes, {} {}x{}, label {class})",
         rec.path,
         out.display(),

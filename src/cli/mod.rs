@@ -1,6 +1,26 @@
 //! Command-line flags and the subcommands they run.
 
+// Every command prints through these (see `out`): `println!` panics on a closed stdout. They
+// come before the `mod` lines so that every command module sees them.
+
+/// `println!` that never panics: a closed stdout silences the rest of the output.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::err_line(format_args!($($arg)*))
+    };
+}
+
+pub mod out;
+
 mod bench;
+mod files;
 mod inspect;
 mod shard;
 mod synth;
@@ -70,20 +90,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Human-readable bytes: `91.2 MiB`.
+/// Human-readable bytes in binary units (`91.21 MiB`): indicatif's, as the progress bars print
+/// them, so the two never disagree.
 pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
+    indicatif::HumanBytes(b).to_string()
+}
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}` prints them, except a cause whose
+/// text the message before it already ends with. Some library errors (the shards crate's `Io`
+/// variants, by thiserror's convention for a field named `source`) both say their OS error and
+/// return it as `source()`; `{:#}` would print it twice.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
     }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    text
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -113,6 +142,36 @@ mod tests {
     #[test]
     fn bytes_print_in_binary_units() {
         assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(3 << 20), "3.00 MiB");
+    }
+
+    #[derive(Debug)]
+    struct SaysItsSource(std::io::Error);
+
+    impl std::fmt::Display for SaysItsSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "/x/shard-00000.sfs: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for SaysItsSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(SaysItsSource(io)).context("verifying /x");
+        assert_eq!(
+            error_chain(&e),
+            "verifying /x: /x/shard-00000.sfs: No such file or directory (os error 2)"
+        );
+        let plain = anyhow::Error::new(std::io::Error::from_raw_os_error(13)).context("reading /y");
+        assert_eq!(
+            error_chain(&plain),
+            "reading /y: Permission denied (os error 13)"
+        );
     }
 }

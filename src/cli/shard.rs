@@ -3,8 +3,10 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use shardfeed_engine::augment::ReencodeOptions;
-use shardfeed_engine::ingest::{self, FlatLabels, IngestOptions, Mode, Order, Sharding};
-use shardfeed_engine::shards::Dataset;
+use shardfeed_engine::ingest::{
+    self, escape_controls, FlatLabels, IngestOptions, Mode, Order, Sharding,
+};
+use shardfeed_engine::shards::{check_output_dir, Dataset};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,12 +155,20 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
         // A second Ctrl-C is not needed: the first stops at the next record.
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
-    let mut skipped_total = 0;
-    for split in &splits {
-        let out = match &split.out_subdir {
+    let outs: Vec<PathBuf> = splits
+        .iter()
+        .map(|split| match &split.out_subdir {
             Some(sub) => a.out.join(sub),
             None => a.out.clone(),
-        };
+        })
+        .collect();
+    // Every output folder is checked before the first split deletes anything: with --force, a
+    // stranger's file in val/ must not be found only after train's dataset was replaced.
+    for out in &outs {
+        check_output_dir(out, a.force)?;
+    }
+    let mut skipped_total = 0;
+    for (split, out) in splits.iter().zip(outs) {
         let n = split.inputs.files.len() as u64;
         let pb = super::progress_bar(
             n,
@@ -183,7 +193,7 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
         let summary = summary?;
         let m = &summary.manifest;
         let secs = summary.elapsed.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "{}: {} images -> {} shards, {} in {} ({:.1} s, {:.0} images/s, {:.1} MB/s read)",
             split.name,
             m.records,
@@ -195,22 +205,27 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
             summary.bytes_in as f64 / 1e6 / secs,
         );
         let formats: Vec<String> = m.formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!(
+        outln!(
             "  {} classes; formats: {}; mode {}",
             m.classes.len(),
             formats.join(", "),
             m.params.mode
         );
         if !m.skipped.is_empty() {
-            println!("  skipped {} (listed in the manifest):", m.skipped.len());
+            outln!("  skipped {} (listed in the manifest):", m.skipped.len());
             for s in &m.skipped {
-                println!("    {}: {}", s.path, s.reason);
+                // Paths are stored escaped; reasons may quote a file's bytes: one line each.
+                outln!(
+                    "    {}: {}",
+                    escape_controls(&s.path),
+                    escape_controls(&s.reason)
+                );
             }
         }
         skipped_total += m.skipped.len();
     }
     if skipped_total > 0 {
-        eprintln!("note: {skipped_total} inputs were skipped; --strict makes that an error");
+        errln!("note: {skipped_total} inputs were skipped; --strict makes that an error");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -51,7 +51,7 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
     let summary = generate(&a.out, &opts, &|n| pb.inc(n));
     pb.finish_and_clear();
     let summary = summary?;
-    println!(
+    outln!(
         "synth: {} images of {} classes, {} in {} ({:.1} s)",
         summary.images,
         summary.classes.len(),

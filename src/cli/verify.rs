@@ -24,7 +24,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         let report = verify_dataset(&dir, |b| pb.inc(b))?;
         pb.finish_and_clear();
         for p in &report.problems {
-            println!("BAD {}: {p}", p.file.display());
+            outln!("BAD {}: {p}", p.file.display());
         }
         let bad_records = report
             .problems
@@ -33,7 +33,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             .count();
         let bad_shards = report.bad_shards;
         if report.is_ok() {
-            println!(
+            outln!(
                 "{}: OK, {} shards, {} records, {} checked",
                 dir.display(),
                 report.shards,
@@ -41,7 +41,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 super::human_bytes(report.bytes)
             );
         } else {
-            println!(
+            outln!(
                 "{}: FAILED: {} problems in {bad_shards} of {} shards ({bad_records} bad records)",
                 dir.display(),
                 report.problems.len(),

@@ -6,35 +6,47 @@
 //! byte-identical whatever the number of workers.
 
 mod discover;
+mod names;
 
 pub use discover::{
     class_folders, from_class_folders, from_flat_folder, FlatLabels, InputFile, SplitInputs,
 };
+pub use names::{escape_controls, escape_name, unescape_name};
 
 use crate::rng;
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{bounded, unbounded, RecvTimeoutError};
 use shardfeed_augment::{probe, probe_deep, ReencodeOptions, Reencoder};
 use shardfeed_shards::{
     BuildParams, DatasetSpec, DatasetWriter, ImageFormat, Manifest, Record, ShardLayout, WriteError,
 };
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Ingest failed.
+/// A path in a message: its bytes escaped as record paths are (see [`escape_name`]), so that a
+/// name with a newline cannot forge a line and names that are not UTF-8 stay distinct.
+fn shown(path: &Path) -> String {
+    escape_name(path.as_os_str().as_encoded_bytes())
+}
+
+/// Ingest failed. Every variant names the file or folder.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// An input directory or file could not be listed or read.
-    #[error("{path}: {source}", path = path.display())]
+    ///
+    /// The OS error is part of the message and deliberately not a `source()`: a report that
+    /// prints the chain of causes (anyhow's `{:#}`) would otherwise say it twice.
+    #[error("{path}: {error}", path = shown(path))]
     Io {
         /// The path.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input is not laid out as expected.
-    #[error("{path}: {detail}", path = path.display())]
+    #[error("{path}: {detail}", path = shown(path))]
     Source {
         /// The input path.
         path: PathBuf,
@@ -42,7 +54,7 @@ pub enum IngestError {
         detail: String,
     },
     /// A label file could not be parsed.
-    #[error("{path}: {detail}", path = path.display())]
+    #[error("{path}: {detail}", path = shown(path))]
     Labels {
         /// The label file.
         path: PathBuf,
@@ -50,7 +62,7 @@ pub enum IngestError {
         detail: String,
     },
     /// `--strict`: an input was not a usable image.
-    #[error("{path}: {reason} (--strict makes this fatal; without it the file is skipped and listed)", path = path.display())]
+    #[error("{path}: {reason} (--strict makes this fatal; without it the file is skipped and listed)", path = shown(path), reason = escape_controls(reason))]
     Strict {
         /// The input.
         path: PathBuf,
@@ -58,7 +70,7 @@ pub enum IngestError {
         reason: String,
     },
     /// Every input was skipped.
-    #[error("{path}: none of the {inputs} inputs is a usable image (first: {first})", path = path.display())]
+    #[error("{path}: none of the {inputs} inputs is a usable image (first: {first})", path = shown(path), first = escape_controls(first))]
     NothingUsable {
         /// The split's folder.
         path: PathBuf,
@@ -70,6 +82,13 @@ pub enum IngestError {
     /// Writing the dataset failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The worker threads stopped before every input was prepared (a bug); the partial output
+    /// was removed.
+    #[error("{path}: the worker threads stopped before this input was prepared; the partial output was removed", path = shown(path))]
+    WorkersStopped {
+        /// The first input not written.
+        path: PathBuf,
+    },
     /// Ctrl-C: stopped, partial output removed.
     #[error("interrupted: the partial output was removed")]
     Interrupted,
@@ -149,7 +168,7 @@ pub fn discover(
     };
     let name = src
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| escape_name(n.as_encoded_bytes()))
         .unwrap_or_else(|| "data".into());
     Ok(vec![Split {
         name,
@@ -234,6 +253,12 @@ enum Outcome {
 }
 
 fn prepare(file: &InputFile, mode: &Mode, reencoder: &mut Reencoder) -> Outcome {
+    if let Some(reason) = &file.problem {
+        return Outcome::Skip {
+            reason: reason.clone(),
+            bytes_in: 0,
+        };
+    }
     let bytes = match std::fs::read(&file.path) {
         Ok(b) => b,
         Err(e) => {
@@ -303,6 +328,36 @@ pub fn build_params(opts: &IngestOptions) -> BuildParams {
     }
 }
 
+/// [`prepare`], run on a worker for each input; tests put a stand-in here.
+type PrepareFn = dyn Fn(&InputFile, &Mode, &mut Reencoder) -> Outcome + Sync;
+
+/// Runs `prepare` on one input; a panic (a decoder bug on a hostile file) becomes that input's
+/// skip reason, so the run goes on and the file is named, instead of the worker dying with the
+/// input the writer waits for.
+fn prepare_guarded(
+    prepare: &PrepareFn,
+    file: &InputFile,
+    mode: &Mode,
+    reencoder: &mut Reencoder,
+) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| prepare(file, mode, reencoder))) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            // Its buffers may be in any state: start afresh.
+            *reencoder = Reencoder::new();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Outcome::Skip {
+                reason: format!("the decoder panicked: {what}"),
+                bytes_in: 0,
+            }
+        }
+    }
+}
+
 /// Shards one split into `out`. `progress(bytes_in)` is called once per input, from the calling
 /// thread. Setting `cancel` stops the run and removes the partial output.
 pub fn ingest_split(
@@ -311,6 +366,17 @@ pub fn ingest_split(
     opts: &IngestOptions,
     progress: &mut dyn FnMut(u64),
     cancel: &AtomicBool,
+) -> Result<IngestSummary, IngestError> {
+    ingest_split_with(split, out, opts, progress, cancel, &prepare)
+}
+
+fn ingest_split_with(
+    split: &Split,
+    out: &Path,
+    opts: &IngestOptions,
+    progress: &mut dyn FnMut(u64),
+    cancel: &AtomicBool,
+    prepare: &PrepareFn,
 ) -> Result<IngestSummary, IngestError> {
     let start = Instant::now();
     let mut files: Vec<&InputFile> = split.inputs.files.iter().collect();
@@ -347,10 +413,8 @@ pub fn ingest_split(
             s.spawn(move || {
                 let mut reencoder = Reencoder::new();
                 for i in job_rx {
-                    if done_tx
-                        .send((i, prepare(files[i], mode, &mut reencoder)))
-                        .is_err()
-                    {
+                    let outcome = prepare_guarded(prepare, files[i], mode, &mut reencoder);
+                    if done_tx.send((i, outcome)).is_err() {
                         break;
                     }
                 }
@@ -368,8 +432,15 @@ pub fn ingest_split(
                 let _ = job_tx.send(next_send);
                 next_send += 1;
             }
-            let Ok((i, outcome)) = done_rx.recv_timeout(Duration::from_millis(200)) else {
-                continue;
+            let (i, outcome) = match done_rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(done) => done,
+                Err(RecvTimeoutError::Timeout) => continue,
+                // Every worker is gone with inputs still owed: waiting longer would hang.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(IngestError::WorkersStopped {
+                        path: files[next_write].path.clone(),
+                    })
+                }
             };
             pending.insert(i, outcome);
             while let Some(outcome) = pending.remove(&next_write) {
@@ -431,4 +502,134 @@ pub fn ingest_split(
         bytes_in,
         elapsed: start.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_of(dir: &Path, names: &[&str]) -> Split {
+        let files = names
+            .iter()
+            .map(|n| InputFile {
+                path: dir.join(n),
+                rel: format!("n00000001/{n}"),
+                label: Ok(0),
+                problem: None,
+            })
+            .collect();
+        Split {
+            name: "train".into(),
+            dir: dir.to_owned(),
+            out_subdir: None,
+            inputs: SplitInputs {
+                classes: vec!["n00000001".into()],
+                files,
+            },
+        }
+    }
+
+    fn options(strict: bool) -> IngestOptions {
+        IngestOptions {
+            mode: Mode::Passthrough { deep_check: false },
+            order: Order::Sorted,
+            sharding: Sharding::Count(1),
+            strict,
+            workers: 2,
+            overwrite: false,
+        }
+    }
+
+    /// Stands in for a decoder that panics on one file.
+    fn panics_on_boom(file: &InputFile, _: &Mode, _: &mut Reencoder) -> Outcome {
+        if file.rel.ends_with("boom.JPEG") {
+            panic!("corrupt Huffman table");
+        }
+        Outcome::Ready(Prepared {
+            image: file.rel.as_bytes().to_vec(),
+            width: 1,
+            height: 1,
+            format: ImageFormat::Jpeg,
+            bytes_in: 1,
+        })
+    }
+
+    #[test]
+    fn a_panicking_decoder_skips_the_file_naming_it_instead_of_hanging() {
+        let t = tempfile::tempdir().unwrap();
+        let names = ["a.JPEG", "boom.JPEG", "c.JPEG", "d.JPEG"];
+        let split = split_of(t.path(), &names);
+        let cancel = AtomicBool::new(false);
+        let out = t.path().join("out");
+        let summary = ingest_split_with(
+            &split,
+            &out,
+            &options(false),
+            &mut |_| {},
+            &cancel,
+            &panics_on_boom,
+        )
+        .unwrap();
+        assert_eq!(summary.manifest.records, 3);
+        let skipped: Vec<(&str, &str)> = summary
+            .manifest
+            .skipped
+            .iter()
+            .map(|s| (s.path.as_str(), s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [(
+                "n00000001/boom.JPEG",
+                "the decoder panicked: corrupt Huffman table"
+            )]
+        );
+
+        let e = ingest_split_with(
+            &split,
+            &t.path().join("strict"),
+            &options(true),
+            &mut |_| {},
+            &cancel,
+            &panics_on_boom,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: the decoder panicked: corrupt Huffman table (--strict makes this fatal; \
+                 without it the file is skipped and listed)",
+                t.path().join("boom.JPEG").display()
+            )
+        );
+        assert!(!t.path().join("strict").exists(), "partial output removed");
+    }
+
+    #[test]
+    fn entries_discovery_could_not_use_are_skipped_unread() {
+        let t = tempfile::tempdir().unwrap();
+        let mut split = split_of(t.path(), &["a.JPEG", "gone.JPEG"]);
+        split.inputs.files[1].problem =
+            Some("cannot follow symbolic link: No such file or directory (os error 2)".into());
+        let summary = ingest_split_with(
+            &split,
+            &t.path().join("out"),
+            &options(false),
+            &mut |_| {},
+            &AtomicBool::new(false),
+            &|file: &InputFile, mode: &Mode, r: &mut Reencoder| {
+                if file.problem.is_none() {
+                    panics_on_boom(file, mode, r)
+                } else {
+                    prepare(file, mode, r)
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(summary.manifest.records, 1);
+        assert_eq!(
+            summary.manifest.skipped[0].reason,
+            "cannot follow symbolic link: No such file or directory (os error 2)"
+        );
+    }
 }

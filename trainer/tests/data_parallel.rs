@@ -210,14 +210,7 @@ fn one_replica_on_the_union(
     let mut r = {
         let _lock = INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed);
-        Replica::new(
-            Device::Cpu,
-            "small",
-            4,
-            build,
-            &ReplicaConfig::default(),
-        )
-        .unwrap()
+        Replica::new(Device::Cpu, "small", 4, build, &ReplicaConfig::default()).unwrap()
     };
     assert!(
         r.flat().weights().equal(small(seed).flat().weights()),

@@ -133,7 +133,7 @@ impl DatasetWriter {
     fn open_shard(&mut self) -> Result<(), WriteError> {
         let name = shard_file_name(self.shards_started());
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(WriteError::io(&tmp))?;
+        let file = crate::manifest::create_exclusive(&tmp)?;
         let writer = ShardWriter::new(BufWriter::with_capacity(1 << 20, file))
             .map_err(WriteError::io(&tmp))?;
         self.current = Some(OpenShard { writer, tmp });
@@ -151,7 +151,7 @@ impl DatasetWriter {
         let (buf, summary) = open.writer.finish().map_err(WriteError::io(&tmp))?;
         let file = buf.into_inner().map_err(|e| WriteError::Io {
             path: tmp.clone(),
-            source: e.into_error(),
+            error: e.into_error(),
         })?;
         self.closing.push(std::thread::spawn(move || {
             file.sync_all().map_err(WriteError::io(&tmp))?;
@@ -217,9 +217,9 @@ impl DatasetWriter {
             .as_mut()
             .ok_or_else(|| WriteError::Usage("internal: no open shard after routing".into()))?;
         open.writer.append(rec).map_err(|e| match e {
-            WriteError::Io { source, .. } => WriteError::Io {
+            WriteError::Io { error, .. } => WriteError::Io {
                 path: open.tmp.clone(),
-                source,
+                error,
             },
             other => other,
         })?;

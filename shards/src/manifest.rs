@@ -115,7 +115,7 @@ impl Manifest {
         });
         let text = match read {
             Ok(t) => t,
-            Err(ShardError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ShardError::Io { error: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
                 let detail = if dir.is_dir() {
                     "no manifest.json: not a shardfeed dataset, or one whose writing was interrupted"
                 } else {
@@ -248,12 +248,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let mut f = File::create(&tmp).map_err(WriteError::io(&tmp))?;
+    let mut f = create_exclusive(&tmp)?;
     f.write_all(bytes).map_err(WriteError::io(&tmp))?;
     f.sync_all().map_err(WriteError::io(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(WriteError::io(path))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Creates `path` for writing, never through what is already there: a stale file or a link
+/// planted at the name (a temporary name is predictable) is removed, not followed, and the new
+/// file is created with `O_EXCL`, so a link planted between the two makes the write fail rather
+/// than land in the link's target.
+pub(crate) fn create_exclusive(path: &Path) -> Result<File, WriteError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(WriteError::io(path)(e)),
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(WriteError::io(path))
 }
 
 /// fsync of a directory, so that renames inside it are durable.
@@ -271,6 +288,20 @@ pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_never_follow_a_link_planted_at_the_temporary_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("write");
+        let target = dir.path().join(MANIFEST_FILE);
+        std::os::unix::fs::symlink(&victim, dir.path().join("manifest.json.tmp")).expect("link");
+        write_atomic(&target, b"{}").expect("writes");
+        assert_eq!(fs::read(&victim).expect("read"), b"precious");
+        assert_eq!(fs::read(&target).expect("read"), b"{}");
+        assert!(!dir.path().join("manifest.json.tmp").exists());
+    }
 
     fn manifest_json(shards: &str, records: &str, bytes: &str) -> String {
         format!(

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             None => code,
         },
         Err(e) => {
-            cli::out::err_line(format_args!("error: {}", cli::error_chain(&e)));
+            // Library errors say their cause in their message and do not repeat it as `source()`,
+            // so the chain prints each cause once.
+            cli::out::err_line(format_args!("error: {e:#}"));
             ExitCode::from(2)
         }
     }

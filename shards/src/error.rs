@@ -9,12 +9,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     /// The operating system refused to open, map or read a file.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}: {error}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said: part of the message, so not also given as `source()` (an error
+        /// chain printed whole would say it twice).
+        error: io::Error,
     },
     /// The path is a directory, a FIFO, a device or a socket: shards and manifests are only
     /// ever regular files. (A FIFO is refused without waiting for a writer.)
@@ -121,12 +122,13 @@ pub enum ShardError {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// Writing, syncing or renaming a file failed.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}: {error}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said: part of the message, so not also given as `source()` (an error
+        /// chain printed whole would say it twice).
+        error: io::Error,
     },
     /// The source path of a record is longer than the format allows (65,535 bytes).
     #[error("source path of {len} bytes is longer than 65535: {path}")]
@@ -170,13 +172,13 @@ pub enum WriteError {
 impl WriteError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> WriteError {
         let path = path.into();
-        move |source| WriteError::Io { path, source }
+        move |error| WriteError::Io { path, error }
     }
 }
 
 impl ShardError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ShardError {
         let path = path.into();
-        move |source| ShardError::Io { path, source }
+        move |error| ShardError::Io { path, error }
     }
 }

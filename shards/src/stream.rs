@@ -54,7 +54,7 @@ impl<R: Read> ShardStream<R> {
                 Err(e) => {
                     return Err(ShardError::Io {
                         path: self.name.clone(),
-                        source: e,
+                        error: e,
                     })
                 }
             }

@@ -94,7 +94,7 @@ impl<W: Write> ShardWriter<W> {
         crc = crc32c::crc32c_append(crc, rec.image);
         let io = |e| WriteError::Io {
             path: rec.path.into(),
-            source: e,
+            error: e,
         };
         self.out.write_all(&fixed).map_err(io)?;
         self.out.write_all(rec.path.as_bytes()).map_err(io)?;

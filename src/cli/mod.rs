@@ -96,25 +96,6 @@ pub fn human_bytes(b: u64) -> String {
     indicatif::HumanBytes(b).to_string()
 }
 
-/// The error and its causes, `: `-separated as anyhow's `{:#}` prints them, except a cause whose
-/// text the message before it already ends with. Some library errors (the shards crate's `Io`
-/// variants, by thiserror's convention for a field named `source`) both say their OS error and
-/// return it as `source()`; `{:#}` would print it twice.
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.ends_with(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
-}
-
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);
@@ -143,35 +124,5 @@ mod tests {
     fn bytes_print_in_binary_units() {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 << 20), "3.00 MiB");
-    }
-
-    #[derive(Debug)]
-    struct SaysItsSource(std::io::Error);
-
-    impl std::fmt::Display for SaysItsSource {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "/x/shard-00000.sfs: {}", self.0)
-        }
-    }
-
-    impl std::error::Error for SaysItsSource {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn a_cause_already_said_is_not_repeated() {
-        let io = std::io::Error::from_raw_os_error(2);
-        let e = anyhow::Error::new(SaysItsSource(io)).context("verifying /x");
-        assert_eq!(
-            error_chain(&e),
-            "verifying /x: /x/shard-00000.sfs: No such file or directory (os error 2)"
-        );
-        let plain = anyhow::Error::new(std::io::Error::from_raw_os_error(13)).context("reading /y");
-        assert_eq!(
-            error_chain(&plain),
-            "reading /y: Permission denied (os error 13)"
-        );
     }
 }

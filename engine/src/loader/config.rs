@@ -68,7 +68,7 @@ impl TransformSchedule {
     fn validate(&self) -> Result<(), ConfigError> {
         for &(epoch, t) in &self.steps {
             t.validate()
-                .map_err(|source| ConfigError::Transform { epoch, source })?;
+                .map_err(|error| ConfigError::Transform { epoch, error })?;
         }
         Ok(())
     }
@@ -247,12 +247,12 @@ pub enum ConfigError {
         image_bytes: usize,
     },
     /// A transform of the schedule is invalid.
-    #[error("the transform from epoch {epoch}: {source}")]
+    #[error("the transform from epoch {epoch}: {error}")]
     Transform {
         /// The step's first epoch.
         epoch: u64,
-        /// What is wrong.
-        source: TransformError,
+        /// What is wrong (part of the message, so not also given as `source()`).
+        error: TransformError,
     },
 }
 

@@ -57,29 +57,33 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Modules depend on each other in one direction only (docs/ARCHITECTURE.md draws it):
+// geometry, info → error → limits → codec::* → probe → decode → region → transform, reencode;
+// plan needs only geometry. The public API is re-exported here.
+mod codec;
 mod decode;
-mod format;
-mod jpeg;
+mod error;
+mod geometry;
+mod info;
+mod limits;
 pub mod plan;
 mod probe;
 mod reencode;
 mod region;
-
 mod transform;
-mod turbo;
 
 #[cfg(test)]
 mod test_util;
 
-pub use decode::{decode_rgb, decode_rgb_into, DecodeError, RgbImage};
-pub use format::ImageFormat;
-pub use jpeg::JpegPart;
-pub use plan::{AugmentPlan, CropBox, RandomCrop, ResizeSource, SourceRegion};
-pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
+pub use decode::{decode_rgb, decode_rgb_into, RgbImage};
+pub use error::{DecodeError, JpegPart, ProbeError};
+pub use geometry::{CropBox, ImageSize, SourceRegion};
+pub use info::{ColorModel, ImageFormat, ImageInfo};
+pub use limits::MAX_DIMENSION;
+pub use plan::{AugmentPlan, RandomCrop, ResizeSource, SampleRng};
+pub use probe::{probe, probe_deep};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
-pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder, RegionRequest};
-/// The random numbers of one sample's augmentation: [`SampleRng::for_sample`]`(seed, epoch, index)`.
-pub type SampleRng = shardfeed_rng::Xoshiro256;
+pub use region::{DecodedRegion, JpegBackend, RegionDecoder, RegionRequest};
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,
     TransformError, ValTransform, MAX_OUTPUT_SIZE,

@@ -6,9 +6,9 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::decode::DecodeError;
+use crate::codec::turbo::TurboEncoder;
+use crate::error::DecodeError;
 use crate::region::RegionDecoder;
-use crate::turbo::TurboEncoder;
 
 /// How to re-encode. Checked by [`Reencoder::reencode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,9 +209,11 @@ fn resize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{probe, ColorModel, ProbeError};
+    use crate::decode::decode_rgb;
+    use crate::error::ProbeError;
+    use crate::info::{ColorModel, ImageFormat, ImageInfo};
+    use crate::probe::probe;
     use crate::test_util::{assert_all_near, encode_with, gradient_rgb, jpeg_rgb, solid};
-    use crate::{decode_rgb, ImageFormat, ImageInfo};
 
     fn opts(max_side: Option<u32>, quality: u8) -> ReencodeOptions {
         ReencodeOptions { max_side, quality }

@@ -13,20 +13,12 @@
 //!
 //! Which path an image takes depends on its bytes only, so output never depends on timing.
 
-use crate::decode::{decode_rgb_into, DecodeError};
-use crate::format::ImageFormat;
-use crate::plan::{CropBox, SourceRegion};
-use crate::probe::{probe, ProbeError};
-use crate::turbo::{align_region, Downscale, TurboDecoder, TurboError, TurboHeader};
-
-/// The size of an image, from its headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ImageSize {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
+use crate::codec::turbo::{align_region, Downscale, TurboDecoder, TurboError, TurboHeader};
+use crate::decode::decode_rgb_into;
+use crate::error::{DecodeError, ProbeError};
+use crate::geometry::{CropBox, ImageSize, SourceRegion};
+use crate::info::ImageFormat;
+use crate::probe::probe;
 
 /// Which JPEG decoder a [`RegionDecoder`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::decode::DecodeError;
-use crate::plan::{
-    center_crop_region, random_resized_crop, AugmentPlan, CropBox, ResizeSource, SourceRegion,
-};
-use crate::region::{DecodedRegion, ImageSize, RegionDecoder, RegionRequest};
-use crate::SampleRng;
+use crate::error::DecodeError;
+use crate::geometry::{CropBox, ImageSize, SourceRegion};
+use crate::plan::{center_crop_region, random_resized_crop, AugmentPlan, ResizeSource, SampleRng};
+use crate::region::{DecodedRegion, JpegBackend, RegionDecoder, RegionRequest};
 
 /// The largest output side accepted, in pixels.
 pub const MAX_OUTPUT_SIZE: u32 = 4096;
@@ -289,7 +287,7 @@ impl Augmenter {
     }
 
     /// An augmenter whose JPEGs go through `backend`.
-    pub fn with_backend(backend: crate::JpegBackend) -> Self {
+    pub fn with_backend(backend: JpegBackend) -> Self {
         Augmenter {
             decoder: RegionDecoder::with_backend(backend),
             ..Self::default()
@@ -593,7 +591,7 @@ fn flip_horizontal(pixels: &mut [u8], side: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ProbeError;
+    use crate::error::ProbeError;
     use crate::test_util::{assert_all_near, encode_with, gradient_rgb, jpeg_rgb, solid};
     use jpeg_encoder::ColorType;
     use proptest::prelude::*;

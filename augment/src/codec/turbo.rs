@@ -16,7 +16,7 @@ use std::ptr::NonNull;
 
 use turbojpeg_sys as tj;
 
-use crate::plan::CropBox;
+use crate::geometry::CropBox;
 
 /// An error from libjpeg-turbo, with its message. Warnings (corrupt data it could have decoded
 /// around) are errors too: the decoder is created with `TJPARAM_STOPONWARNING`.

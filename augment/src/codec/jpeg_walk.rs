@@ -9,82 +9,16 @@
 //!
 //! It works on a `&[u8]` only and never allocates except to describe an error.
 
-use std::fmt;
-
-use crate::format::ImageFormat;
-use crate::probe::{ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
+use crate::error::{JpegPart, MarkerName, ProbeError};
+use crate::info::{ColorModel, ImageFormat, ImageInfo};
+use crate::limits::MAX_DIMENSION;
 
 const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
 const SOS: u8 = 0xDA;
-const DNL: u8 = 0xDC;
 const APP14: u8 = 0xEE;
 const TEM: u8 = 0x01;
 const SOF2: u8 = 0xC2;
-
-/// Where a truncated JPEG ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JpegPart {
-    /// Between two segments, or inside a marker's fill bytes: a marker was expected next.
-    BeforeMarker,
-    /// Inside a marker segment, or in its two length bytes.
-    Segment {
-        /// The marker code (the byte after `0xFF`), e.g. `0xE1` for `APP1`.
-        marker: u8,
-        /// The length the segment declares (0 if the file ends inside the length field).
-        length: u16,
-    },
-    /// Inside the entropy-coded data that follows a scan header.
-    ScanData,
-}
-
-impl fmt::Display for JpegPart {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            JpegPart::BeforeMarker => f.write_str("before a marker"),
-            JpegPart::Segment { marker, length: 0 } => {
-                write!(f, "inside the {} segment's length", MarkerName(marker))
-            }
-            JpegPart::Segment { marker, length } => {
-                write!(
-                    f,
-                    "inside the {} segment (declared length {length})",
-                    MarkerName(marker)
-                )
-            }
-            JpegPart::ScanData => f.write_str("inside scan data"),
-        }
-    }
-}
-
-/// Displays a marker code by its name in ITU T.81, e.g. `SOF2`, `APP14`, `RST3`.
-#[derive(Debug, Clone, Copy)]
-struct MarkerName(u8);
-
-impl fmt::Display for MarkerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = self.0;
-        match code {
-            0xC4 => f.write_str("DHT"),
-            0xC8 => f.write_str("JPG"),
-            0xCC => f.write_str("DAC"),
-            0xC0..=0xCF => write!(f, "SOF{}", code - 0xC0),
-            0xD0..=0xD7 => write!(f, "RST{}", code - 0xD0),
-            SOI => f.write_str("SOI"),
-            EOI => f.write_str("EOI"),
-            SOS => f.write_str("SOS"),
-            0xDB => f.write_str("DQT"),
-            DNL => f.write_str("DNL"),
-            0xDD => f.write_str("DRI"),
-            0xDE => f.write_str("DHP"),
-            0xDF => f.write_str("EXP"),
-            0xE0..=0xEF => write!(f, "APP{}", code - 0xE0),
-            0xFE => f.write_str("COM"),
-            TEM => f.write_str("TEM"),
-            _ => write!(f, "0xFF{code:02X}"),
-        }
-    }
-}
 
 /// The frame header (`SOFn`) fields the walk keeps.
 struct Frame {
@@ -429,26 +363,6 @@ fn truncated(bytes: &[u8], at: JpegPart) -> ProbeError {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn marker_names_follow_t81() {
-        let names = [
-            (0xC0, "SOF0"),
-            (0xC2, "SOF2"),
-            (0xC4, "DHT"),
-            (0xCC, "DAC"),
-            (0xCF, "SOF15"),
-            (0xD3, "RST3"),
-            (0xDA, "SOS"),
-            (0xE1, "APP1"),
-            (0xEE, "APP14"),
-            (0xFE, "COM"),
-            (0x42, "0xFF42"),
-        ];
-        for (code, name) in names {
-            assert_eq!(MarkerName(code).to_string(), name);
-        }
-    }
 
     #[test]
     fn find_ff_finds_the_first_ff_at_every_position() {

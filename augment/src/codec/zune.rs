@@ -1,0 +1,64 @@
+//! JPEG to RGB8 with zune-jpeg, whole images only: what decodes CMYK and YCCK JPEGs (which
+//! libjpeg-turbo cannot convert to RGB), every JPEG of [`JpegBackend::Zune`](crate::JpegBackend),
+//! and any JPEG libjpeg-turbo refused (so the error keeps zune-jpeg's precise reason).
+//!
+//! Strict mode: zune-jpeg's lenient default paints missing or corrupt entropy-coded data grey and
+//! reports success, which would hide broken files. CMYK and YCCK samples are taken in the Adobe
+//! convention (inverted, what Photoshop writes and what libjpeg assumes).
+
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::errors::DecodeErrors;
+use zune_jpeg::JpegDecoder;
+
+use crate::error::ProbeError;
+use crate::info::ImageFormat;
+use crate::limits::MAX_DIMENSION;
+
+/// Decodes a JPEG to RGB8 with zune-jpeg into `out`.
+pub(crate) fn decode_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(u32, u32), ProbeError> {
+    let limit = MAX_DIMENSION as usize;
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(limit)
+        .set_max_height(limit)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(zune_error)?;
+    let (Some((width, height)), Some(size)) = (decoder.dimensions(), decoder.output_buffer_size())
+    else {
+        return Err(jpeg_decode_error("no image size after reading the headers"));
+    };
+    // Zero-filled, not just resized: should the decoder ever skip a pixel, the output still
+    // cannot depend on the previous image.
+    out.clear();
+    out.resize(size, 0);
+    decoder.decode_into(out).map_err(zune_error)?;
+    // Both are at most MAX_DIMENSION, which the decoder enforces.
+    let dims = (u32::try_from(width), u32::try_from(height));
+    match dims {
+        (Ok(width), Ok(height)) => Ok((width, height)),
+        _ => Err(jpeg_decode_error("image size does not fit in u32")),
+    }
+}
+
+/// Maps a zune-jpeg error to a [`ProbeError`], with its message minus zune's `Debug` quoting.
+fn zune_error(error: DecodeErrors) -> ProbeError {
+    match error {
+        DecodeErrors::Unsupported(_) => ProbeError::Unsupported {
+            format: ImageFormat::Jpeg,
+            detail: error.to_string(),
+        },
+        DecodeErrors::Format(detail) => jpeg_decode_error(detail),
+        DecodeErrors::FormatStatic(detail) => jpeg_decode_error(detail),
+        other => jpeg_decode_error(other.to_string()),
+    }
+}
+
+fn jpeg_decode_error(detail: impl Into<String>) -> ProbeError {
+    ProbeError::Decode {
+        format: ImageFormat::Jpeg,
+        detail: detail.into(),
+    }
+}

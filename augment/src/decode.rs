@@ -9,6 +9,7 @@
 use crate::codec::{image_rs, jpeg_walk, zune};
 use crate::error::DecodeError;
 use crate::info::ImageFormat;
+use crate::limits::DecodeLimits;
 use crate::probe::sniff;
 
 /// A decoded image: 8-bit RGB, row-major, no padding (`pixels.len() == width * height * 3`).
@@ -43,19 +44,36 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
 /// seen, JPEG decoding allocates nothing here (zune-jpeg still allocates its own scratch space).
 /// Other formats are decoded by the `image` crate into a fresh buffer and copied.
 ///
+/// Images over the default [`DecodeLimits`] are refused from their headers, before `out` grows;
+/// see [`decode_rgb_into_with_limits`].
+///
 /// # Errors
 ///
 /// As [`decode_rgb`]. On error the contents of `out` are unspecified.
 pub fn decode_rgb_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(u32, u32), DecodeError> {
+    decode_rgb_into_with_limits(bytes, out, &DecodeLimits::default())
+}
+
+/// [`decode_rgb_into`] with the given limits.
+///
+/// # Errors
+///
+/// As [`decode_rgb`]; [`ProbeError::TooManyPixels`](crate::ProbeError::TooManyPixels) for an
+/// image over `limits`.
+pub fn decode_rgb_into_with_limits(
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    limits: &DecodeLimits,
+) -> Result<(u32, u32), DecodeError> {
     match sniff(bytes)? {
         ImageFormat::Jpeg => {
             // The marker walk costs little next to the decode and gives precise reasons for
             // truncated and unsupported files, before the decoder allocates anything.
-            jpeg_walk::walk(bytes)?;
-            Ok(zune::decode_into(bytes, out)?)
+            jpeg_walk::walk(bytes, limits)?;
+            Ok(zune::decode_into(bytes, out, limits)?)
         }
         format => {
-            let rgb = image_rs::load(bytes, format)?.into_rgb8();
+            let rgb = image_rs::load(bytes, format, limits)?.into_rgb8();
             out.clear();
             out.extend_from_slice(rgb.as_raw());
             Ok(rgb.dimensions())

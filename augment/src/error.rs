@@ -52,6 +52,47 @@ pub enum ProbeError {
         /// The decoder's message.
         detail: String,
     },
+    /// The headers declare more pixels than
+    /// [`DecodeLimits::max_pixels`](crate::DecodeLimits::max_pixels) allows: a decompression bomb
+    /// (a small file claiming a huge image), or an image too large to decode here. Found on the
+    /// headers, before any pixel buffer is sized.
+    #[error(
+        "{format} declares {width}x{height} ({} pixels), more than the limit of {max_pixels} \
+         pixels (DecodeLimits::max_pixels)",
+        u64::from(*width) * u64::from(*height)
+    )]
+    TooManyPixels {
+        /// The detected format.
+        format: ImageFormat,
+        /// The declared width.
+        width: u32,
+        /// The declared height.
+        height: u32,
+        /// The limit in force.
+        max_pixels: u64,
+    },
+    /// A JPEG holds far less entropy-coded data than any real image of its declared size: a
+    /// header patched to claim a larger image, or scans cut away. Found before decoding.
+    ///
+    /// Every Huffman-coded JPEG spends at least one bit per MCU (a DC code per block), so a
+    /// real image has at least `MCUs / 8` bytes of scan data; the bound refuses fewer than
+    /// `MCUs / 64`, eight times less, so that no real image comes near it: the flattest image
+    /// tried, a solid grey progressive with optimised Huffman tables, holds 32 times the bound.
+    #[error(
+        "JPEG declares {width}x{height} but holds only {scan_bytes} bytes of scan data, fewer \
+         than the {min_bytes} that any real image of that size has"
+    )]
+    ScanTooShort {
+        /// The declared width.
+        width: u32,
+        /// The declared height.
+        height: u32,
+        /// The entropy-coded bytes found (all scans, restart markers included); where the scans
+        /// were not located, the whole input's length, which can only be more.
+        scan_bytes: usize,
+        /// The bound: one byte per 64 MCUs of the declared size.
+        min_bytes: u64,
+    },
 }
 
 /// Why an image could not be decoded (or, for [`Reencoder`](crate::Reencoder), re-encoded).

@@ -8,6 +8,7 @@
 use crate::codec::{image_rs, jpeg_walk, zune};
 use crate::error::ProbeError;
 use crate::info::{ImageFormat, ImageInfo};
+use crate::limits::DecodeLimits;
 
 /// Validates `bytes` cheaply and returns the image's size and colour model.
 ///
@@ -15,15 +16,48 @@ use crate::info::{ImageFormat, ImageInfo};
 /// it runs at disk speed; corrupt entropy-coded data with an intact marker structure is only found
 /// by [`probe_deep`]. Bytes after `EOI` are allowed. Other formats are fully decoded.
 ///
+/// Images over the default [`DecodeLimits`] are refused from their headers; see
+/// [`probe_with_limits`].
+///
 /// # Errors
 ///
-/// [`ProbeError::Empty`], [`ProbeError::NotAnImage`], and for JPEG
-/// [`ProbeError::Truncated`], [`ProbeError::Malformed`] or [`ProbeError::Unsupported`]; for
-/// other formats [`ProbeError::Unsupported`] or [`ProbeError::Decode`].
+/// [`ProbeError::Empty`], [`ProbeError::NotAnImage`], [`ProbeError::TooManyPixels`], and for
+/// JPEG [`ProbeError::Truncated`], [`ProbeError::Malformed`], [`ProbeError::Unsupported`] or
+/// [`ProbeError::ScanTooShort`]; for other formats [`ProbeError::Unsupported`] or
+/// [`ProbeError::Decode`].
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
+    probe_with_limits(bytes, &DecodeLimits::default())
+}
+
+/// [`probe`] with the given limits.
+///
+/// ```
+/// use shardfeed_augment::{probe_with_limits, DecodeLimits, ImageFormat, ProbeError};
+/// # let mut jpeg = Vec::new();
+/// # jpeg_encoder::Encoder::new(&mut jpeg, 90)
+/// #     .encode(&[128; 64 * 48 * 3], 64, 48, jpeg_encoder::ColorType::Rgb)?;
+/// let limits = DecodeLimits { max_pixels: 1000 };
+/// assert_eq!(
+///     probe_with_limits(&jpeg, &limits),
+///     Err(ProbeError::TooManyPixels {
+///         format: ImageFormat::Jpeg,
+///         width: 64,
+///         height: 48,
+///         max_pixels: 1000
+///     })
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`probe`].
+pub fn probe_with_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo, ProbeError> {
     match sniff(bytes)? {
-        ImageFormat::Jpeg => jpeg_walk::walk(bytes),
-        format => image_rs::load(bytes, format).map(|image| image_rs::info_of(&image, format)),
+        ImageFormat::Jpeg => jpeg_walk::walk(bytes, limits),
+        format => {
+            image_rs::load(bytes, format, limits).map(|image| image_rs::info_of(&image, format))
+        }
     }
 }
 
@@ -35,9 +69,21 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
 ///
 /// Everything [`probe`] returns, and [`ProbeError::Decode`] when the pixel decode fails.
 pub fn probe_deep(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
-    let info = probe(bytes)?;
+    probe_deep_with_limits(bytes, &DecodeLimits::default())
+}
+
+/// [`probe_deep`] with the given limits.
+///
+/// # Errors
+///
+/// As [`probe_deep`].
+pub fn probe_deep_with_limits(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<ImageInfo, ProbeError> {
+    let info = probe_with_limits(bytes, limits)?;
     if info.format == ImageFormat::Jpeg {
-        zune::decode_into(bytes, &mut Vec::new())?;
+        zune::decode_into(bytes, &mut Vec::new(), limits)?;
     }
     Ok(info)
 }

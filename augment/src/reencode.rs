@@ -8,6 +8,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 
 use crate::codec::turbo::TurboEncoder;
 use crate::error::DecodeError;
+use crate::limits::DecodeLimits;
 use crate::region::RegionDecoder;
 
 /// How to re-encode. Checked by [`Reencoder::reencode`].
@@ -126,6 +127,14 @@ impl Reencoder {
         Self::default()
     }
 
+    /// Sets the limits on the images decoded (default: [`DecodeLimits::default`], Pillow's
+    /// `MAX_IMAGE_PIXELS`): an image over them fails with
+    /// [`ProbeError::TooManyPixels`](crate::ProbeError::TooManyPixels), found on its headers
+    /// before any pixel buffer grows.
+    pub fn set_decode_limits(&mut self, limits: DecodeLimits) {
+        self.decoder.set_limits(limits);
+    }
+
     /// Decodes `bytes` (any supported format), shrinks it per `opts.max_side` with an
     /// antialiased bilinear filter, and encodes a baseline 4:2:0 RGB JPEG at `opts.quality`.
     ///
@@ -171,12 +180,12 @@ impl Reencoder {
         let encode_error = |detail: String| DecodeError::Encode { detail };
         let encoder = match encoder {
             Some(e) => e,
-            None => encoder.insert(TurboEncoder::new().map_err(|e| encode_error(e.message))?),
+            None => encoder.insert(TurboEncoder::new().map_err(|e| encode_error(e.to_string()))?),
         };
         let mut jpeg = Vec::new();
         encoder
             .encode_rgb(pixels, out_width, out_height, opts.quality, &mut jpeg)
-            .map_err(|e| encode_error(e.message))?;
+            .map_err(|e| encode_error(e.to_string()))?;
         Ok(Reencoded {
             jpeg,
             width: out_width,

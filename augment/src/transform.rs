@@ -9,6 +9,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 
 use crate::error::DecodeError;
 use crate::geometry::{CropBox, ImageSize, SourceRegion};
+use crate::limits::DecodeLimits;
 use crate::plan::{center_crop_region, random_resized_crop, AugmentPlan, ResizeSource, SampleRng};
 use crate::region::{DecodedRegion, JpegBackend, RegionDecoder, RegionRequest};
 
@@ -278,11 +279,21 @@ impl Augmenter {
         self.dct_downscale = enabled;
     }
 
-    /// A new augmenter with this one's settings (backend, DCT downscaling) and empty buffers:
-    /// what a worker starts afresh with when a decoder panicked and left its buffers in any state.
+    /// Sets the limits on the images decoded (default: [`DecodeLimits::default`], Pillow's
+    /// `MAX_IMAGE_PIXELS`): an image over them fails with
+    /// [`ProbeError::TooManyPixels`](crate::ProbeError::TooManyPixels), found on its headers
+    /// before any pixel buffer grows.
+    pub fn set_decode_limits(&mut self, limits: DecodeLimits) {
+        self.decoder.set_limits(limits);
+    }
+
+    /// A new augmenter with this one's settings (backend, DCT downscaling, decode limits) and
+    /// empty buffers: what a worker starts afresh with when a decoder panicked and left its
+    /// buffers in any state.
     pub fn renewed(&self) -> Self {
         let mut fresh = Augmenter::with_backend(self.decoder.backend());
         fresh.dct_downscale = self.dct_downscale;
+        fresh.decoder.set_limits(self.decoder.limits());
         fresh
     }
 

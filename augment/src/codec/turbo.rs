@@ -12,17 +12,38 @@
 //! thread at a time (the type is `Send`, not `Sync`), and destroyed on drop.
 
 use std::ffi::CStr;
+use std::fmt;
 use std::ptr::NonNull;
 
 use turbojpeg_sys as tj;
 
+use crate::error::ProbeError;
 use crate::geometry::CropBox;
+use crate::info::ImageFormat;
+use crate::limits::{check_scan_bytes, DecodeLimits};
 
-/// An error from libjpeg-turbo, with its message. Warnings (corrupt data it could have decoded
-/// around) are errors too: the decoder is created with `TJPARAM_STOPONWARNING`.
+/// Why libjpeg-turbo did not decode (or encode) an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TurboError {
-    pub(crate) message: String,
+pub(crate) enum TurboError {
+    /// libjpeg-turbo's message. Warnings (corrupt data it could have decoded around) are errors
+    /// too: the decoder is created with `TJPARAM_STOPONWARNING`.
+    Library(String),
+    /// Refused on its header, before any buffer was sized: over the [`DecodeLimits`], or far too
+    /// short for its declared size.
+    Refused(ProbeError),
+}
+
+impl fmt::Display for TurboError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TurboError::Library(message) => f.write_str(message),
+            TurboError::Refused(error) => error.fmt(f),
+        }
+    }
+}
+
+fn library(message: impl Into<String>) -> TurboError {
+    TurboError::Library(message.into())
 }
 
 /// A JPEG's header, as far as the decoder needs it.
@@ -75,9 +96,8 @@ impl Instance {
     fn new(kind: tj::TJINIT) -> Result<Self, TurboError> {
         // SAFETY: tj3Init has no preconditions; a null return is handled.
         let raw = unsafe { tj::tj3Init(kind as i32) };
-        let handle = NonNull::new(raw).ok_or_else(|| TurboError {
-            message: "tj3Init failed: could not create a TurboJPEG instance".into(),
-        })?;
+        let handle = NonNull::new(raw)
+            .ok_or_else(|| library("tj3Init failed: could not create a TurboJPEG instance"))?;
         Ok(Instance { handle })
     }
 
@@ -106,7 +126,7 @@ impl Instance {
                 CStr::from_ptr(text).to_string_lossy().into_owned()
             }
         };
-        Err(TurboError { message })
+        Err(TurboError::Library(message))
     }
 }
 
@@ -116,31 +136,91 @@ pub(crate) struct TurboDecoder {
     inst: Instance,
 }
 
-/// Width of an iMCU for each of TurboJPEG's subsampling codes (`tjMCUWidth`).
-fn mcu_width(subsampling: i32) -> Option<u32> {
+/// Width and height of an iMCU for each of TurboJPEG's subsampling codes (`tjMCUWidth`,
+/// `tjMCUHeight`).
+fn mcu_size(subsampling: i32) -> Option<(u32, u32)> {
     match subsampling {
-        tj::TJSAMP_TJSAMP_444 | tj::TJSAMP_TJSAMP_GRAY | tj::TJSAMP_TJSAMP_440 => Some(8),
-        tj::TJSAMP_TJSAMP_441 => Some(8),
-        tj::TJSAMP_TJSAMP_422 | tj::TJSAMP_TJSAMP_420 => Some(16),
-        tj::TJSAMP_TJSAMP_411 => Some(32),
+        tj::TJSAMP_TJSAMP_444 | tj::TJSAMP_TJSAMP_GRAY => Some((8, 8)),
+        tj::TJSAMP_TJSAMP_440 => Some((8, 16)),
+        tj::TJSAMP_TJSAMP_441 => Some((8, 32)),
+        tj::TJSAMP_TJSAMP_422 => Some((16, 8)),
+        tj::TJSAMP_TJSAMP_420 => Some((16, 16)),
+        tj::TJSAMP_TJSAMP_411 => Some((32, 8)),
         _ => None,
     }
 }
 
+/// Whether a frame header (`SOFn`) comes before the first scan or `EOI`, hopping over the
+/// segments by their lengths: a few steps, as headers hold a handful of segments.
+///
+/// `tj3DecompressHeader` succeeds on a tables-only datastream (no frame header) without setting
+/// the image's size, so what it then reports is the previous image's; this tells the two apart.
+fn declares_a_frame(jpeg: &[u8]) -> bool {
+    let mut pos = 2; // past SOI
+    loop {
+        // A marker: 0xFF, any fill bytes, the code.
+        if jpeg.get(pos) != Some(&0xFF) {
+            return false;
+        }
+        while jpeg.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&code) = jpeg.get(pos) else {
+            return false;
+        };
+        pos += 1;
+        match code {
+            0xC0..=0xCF if !matches!(code, 0xC4 | 0xC8 | 0xCC) => return true,
+            0xD9 | 0xDA | 0x00 => return false,
+            0x01 | 0xD0..=0xD8 => continue, // no length
+            _ => {}
+        }
+        let Some(&[hi, lo]) = jpeg.get(pos..pos + 2) else {
+            return false;
+        };
+        pos += usize::from(u16::from_be_bytes([hi, lo]));
+    }
+}
+
+/// `TJPARAM_MAXPIXELS` for `limits`: libjpeg-turbo takes an `int`, and 0 means no limit (our own
+/// header check still applies then).
+fn max_pixels_param(limits: &DecodeLimits) -> i32 {
+    i32::try_from(limits.max_pixels).unwrap_or(0).max(0)
+}
+
 impl TurboDecoder {
     /// A new decompression instance, strict about corrupt data (a libjpeg warning, such as
-    /// premature end of data, is an error), with a bound on the memory a hostile header can make
-    /// it allocate.
-    pub(crate) fn new() -> Result<Self, TurboError> {
+    /// premature end of data, is an error), with bounds on the memory a hostile header can make
+    /// it allocate: `limits` on the pixels, and on its own intermediate buffers.
+    pub(crate) fn new(limits: &DecodeLimits) -> Result<Self, TurboError> {
         let inst = Instance::new(tj::TJINIT_TJINIT_DECOMPRESS)?;
         inst.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
         // Megabytes libjpeg may allocate for one image (progressive coefficient buffers).
         inst.set(tj::TJPARAM_TJPARAM_MAXMEMORY, 2048)?;
-        Ok(TurboDecoder { inst })
+        let mut decoder = TurboDecoder { inst };
+        decoder.set_limits(limits)?;
+        Ok(decoder)
     }
 
-    /// Reads the headers of `jpeg` (up to the first scan).
-    pub(crate) fn read_header(&mut self, jpeg: &[u8]) -> Result<TurboHeader, TurboError> {
+    /// Changes the pixel limit. [`read_header`](Self::read_header) checks it itself;
+    /// libjpeg-turbo is told too (`TJPARAM_MAXPIXELS`), so `tj3Decompress8`, which reads the
+    /// header again, refuses a larger image whatever the bytes it is given.
+    pub(crate) fn set_limits(&mut self, limits: &DecodeLimits) -> Result<(), TurboError> {
+        self.inst
+            .set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels_param(limits))
+    }
+
+    /// Reads the headers of `jpeg` (up to the first scan) and checks them against `limits`, and
+    /// the file's length against the declared size ([`ProbeError::ScanTooShort`], with the
+    /// whole file as an upper bound of the scan data): O(1), before any buffer is sized.
+    pub(crate) fn read_header(
+        &mut self,
+        jpeg: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<TurboHeader, TurboError> {
+        if !declares_a_frame(jpeg) {
+            return Err(library("no frame header (SOF) before the first scan"));
+        }
         // SAFETY: the pointer and length describe a live slice; libjpeg-turbo only reads it.
         let rc = unsafe {
             tj::tj3DecompressHeader(self.inst.handle.as_ptr(), jpeg.as_ptr(), jpeg.len() as _)
@@ -151,20 +231,24 @@ impl TurboDecoder {
             self.inst.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
         );
         let (Ok(width), Ok(height)) = (u32::try_from(width), u32::try_from(height)) else {
-            return Err(TurboError {
-                message: format!("invalid image size {width}x{height}"),
-            });
+            return Err(library(format!("invalid image size {width}x{height}")));
         };
+        // `decode`'s memory-safety argument rests on a non-empty image.
         if width == 0 || height == 0 {
-            return Err(TurboError {
-                message: format!("invalid image size {width}x{height}"),
-            });
+            return Err(library(format!("invalid image size {width}x{height}")));
         }
+        limits
+            .check_pixels(ImageFormat::Jpeg, width, height)
+            .map_err(TurboError::Refused)?;
+        let mcu = mcu_size(self.inst.get(tj::TJPARAM_TJPARAM_SUBSAMP));
+        // An unknown subsampling gets the largest MCU: the most lenient bound.
+        check_scan_bytes(width, height, mcu.unwrap_or((32, 32)), jpeg.len())
+            .map_err(TurboError::Refused)?;
         let colorspace = self.inst.get(tj::TJPARAM_TJPARAM_COLORSPACE);
         Ok(TurboHeader {
             width,
             height,
-            mcu_width: mcu_width(self.inst.get(tj::TJPARAM_TJPARAM_SUBSAMP)),
+            mcu_width: mcu.map(|(w, _)| w),
             four_channel: colorspace == tj::TJCS_TJCS_CMYK as i32
                 || colorspace == tj::TJCS_TJCS_YCCK as i32,
         })
@@ -173,14 +257,45 @@ impl TurboDecoder {
     /// Decodes `region` (in the coordinates of the image scaled by `scale`; its left edge a
     /// multiple of the scaled iMCU width, see [`align_region`]) of `jpeg` as RGB8 into
     /// `out[..region.width * region.height * 3]`, growing `out` if needed. `header` must be the
-    /// result of [`read_header`](Self::read_header) on the same bytes, just before.
+    /// result of [`read_header`](Self::read_header) on the same bytes, just before: the region
+    /// is checked against it before `out` is sized.
     pub(crate) fn decode(
         &mut self,
         jpeg: &[u8],
+        header: &TurboHeader,
         scale: Downscale,
         region: CropBox,
         out: &mut Vec<u8>,
     ) -> Result<(), TurboError> {
+        // An empty cropping region means "no cropping" to TurboJPEG, which would then write the
+        // whole image into a buffer sized for nothing: the memory-safety argument below needs
+        // a non-empty region inside the (non-empty, limited) image read_header checked.
+        let (scaled_width, scaled_height) = (scale.apply(header.width), scale.apply(header.height));
+        if region.width == 0
+            || region.height == 0
+            || u64::from(region.left) + u64::from(region.width) > u64::from(scaled_width)
+            || u64::from(region.top) + u64::from(region.height) > u64::from(scaled_height)
+        {
+            return Err(library(format!(
+                "cropping region {region:?} is empty or outside the {scaled_width}x{scaled_height} \
+                 scaled image"
+            )));
+        }
+        // The region lies inside the image, whose sides are at most 65535 (JPEG stores them in
+        // 16 bits): all of these fit in an i32.
+        let to_i32 = |v: u32| i32::try_from(v).map_err(|_| library("region too large"));
+        let crop = tj::tjregion {
+            x: to_i32(region.left)?,
+            y: to_i32(region.top)?,
+            w: to_i32(region.width)?,
+            h: to_i32(region.height)?,
+        };
+        let pitch = to_i32(
+            region
+                .width
+                .checked_mul(3)
+                .ok_or_else(|| library("region too large"))?,
+        )?;
         let needed = region.width as usize * region.height as usize * 3;
         if out.len() < needed {
             out.resize(needed, 0);
@@ -192,20 +307,14 @@ impl TurboDecoder {
         // SAFETY: valid handle; the factor is one of TurboJPEG's (1/1, 1/2, 1/4, 1/8).
         let rc = unsafe { tj::tj3SetScalingFactor(self.inst.handle.as_ptr(), factor) };
         self.inst.check(rc)?;
-        let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-        let crop = tj::tjregion {
-            x: to_i32(region.left),
-            y: to_i32(region.top),
-            w: to_i32(region.width),
-            h: to_i32(region.height),
-        };
         // SAFETY: valid handle; tj3SetCroppingRegion checks the region against the header and
         // scaling factor and fails (handled) when it does not fit.
         let rc = unsafe { tj::tj3SetCroppingRegion(self.inst.handle.as_ptr(), crop) };
         self.inst.check(rc)?;
-        let pitch = to_i32(region.width * 3);
-        // SAFETY: `out` holds at least `pitch * region.height` bytes, which is all that
-        // tj3Decompress8 writes for this cropping region and pixel format; the JPEG slice is
+        // SAFETY: the cropping region is non-empty (checked above), so tj3Decompress8 writes
+        // `region.height` rows of at most `region.width` pixels (it fails, before writing, when
+        // the header it reads again from `jpeg` does not fit the region), each at a multiple of
+        // `pitch`: at most `pitch * region.height` bytes, which `out` holds. The JPEG slice is
         // only read.
         let rc = unsafe {
             tj::tj3Decompress8(
@@ -258,20 +367,16 @@ impl TurboEncoder {
         quality: u8,
         out: &mut Vec<u8>,
     ) -> Result<(), TurboError> {
-        let too_large = || TurboError {
-            message: format!("{width}x{height} is too large to encode"),
-        };
+        let too_large = || library(format!("{width}x{height} is too large to encode"));
         let (Ok(w), Ok(h)) = (i32::try_from(width), i32::try_from(height)) else {
             return Err(too_large());
         };
         let pitch = w.checked_mul(3).ok_or_else(too_large)?;
         if pixels.len() != width as usize * height as usize * 3 {
-            return Err(TurboError {
-                message: format!(
-                    "{} bytes of pixels for a {width}x{height} RGB image",
-                    pixels.len()
-                ),
-            });
+            return Err(library(format!(
+                "{} bytes of pixels for a {width}x{height} RGB image",
+                pixels.len()
+            )));
         }
         self.inst
             .set(tj::TJPARAM_TJPARAM_QUALITY, i32::from(quality))?;
@@ -303,9 +408,9 @@ impl TurboEncoder {
         self.inst.check(rc)?;
         let written = usize::try_from(size).map_err(|_| too_large())?;
         if !std::ptr::eq(buffer, out.as_ptr()) || written > bound {
-            return Err(TurboError {
-                message: "libjpeg-turbo wrote outside the buffer it was given".into(),
-            });
+            return Err(library(
+                "libjpeg-turbo wrote outside the buffer it was given",
+            ));
         }
         out.truncate(written);
         Ok(())
@@ -342,6 +447,158 @@ pub(crate) fn align_region(wanted: CropBox, width: u32, height: u32, scaled_mcu:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{gradient_rgb, jpeg_rgb, patch_sof};
+
+    fn default_limits() -> DecodeLimits {
+        DecodeLimits::default()
+    }
+
+    #[test]
+    fn headers_over_the_limits_are_refused() {
+        let jpeg = jpeg_rgb(&gradient_rgb(64, 48), 64, 48);
+        let mut decoder = TurboDecoder::new(&default_limits()).expect("instance");
+        let header = decoder
+            .read_header(&jpeg, &default_limits())
+            .expect("valid");
+        assert_eq!((header.width, header.height), (64, 48));
+
+        let bomb = patch_sof(jpeg.clone(), 32768, 32768);
+        assert_eq!(
+            decoder.read_header(&bomb, &default_limits()),
+            Err(TurboError::Refused(ProbeError::TooManyPixels {
+                format: ImageFormat::Jpeg,
+                width: 32768,
+                height: 32768,
+                max_pixels: crate::limits::DEFAULT_MAX_PIXELS,
+            }))
+        );
+        // Under the pixel limit, but the whole file is too short for 250,000 MCUs.
+        let short = patch_sof(jpeg, 8000, 8000);
+        assert_eq!(
+            decoder.read_header(&short, &default_limits()),
+            Err(TurboError::Refused(ProbeError::ScanTooShort {
+                width: 8000,
+                height: 8000,
+                scan_bytes: short.len(),
+                // jpeg-encoder's default is 4:4:4: 1000 x 1000 MCUs of 8x8, one byte per 64.
+                min_bytes: 1_000_000 / 64,
+            }))
+        );
+    }
+
+    /// libjpeg-turbo is told the limit too, so a decode refuses an image over it even when the
+    /// header it was given was read under another limit.
+    #[test]
+    fn libjpeg_turbo_enforces_the_pixel_limit_itself() {
+        let jpeg = jpeg_rgb(&gradient_rgb(64, 48), 64, 48);
+        let mut decoder = TurboDecoder::new(&default_limits()).expect("instance");
+        let header = decoder
+            .read_header(&jpeg, &default_limits())
+            .expect("valid");
+        let mut out = Vec::new();
+        let whole = CropBox::full(64, 48);
+        assert_eq!(
+            decoder.decode(&jpeg, &header, Downscale::NONE, whole, &mut out),
+            Ok(())
+        );
+        decoder
+            .set_limits(&DecodeLimits {
+                max_pixels: 64 * 48 - 1,
+            })
+            .expect("set");
+        assert_eq!(
+            decoder.decode(&jpeg, &header, Downscale::NONE, whole, &mut out),
+            Err(TurboError::Library(
+                "tj3Decompress8(): Image is too large".into()
+            ))
+        );
+    }
+
+    /// An empty cropping region means "the whole image" to TurboJPEG: decode must refuse it
+    /// rather than let libjpeg-turbo write a whole image into a buffer sized for none.
+    #[test]
+    fn empty_or_outside_regions_are_refused_before_the_buffer_is_sized() {
+        let jpeg = jpeg_rgb(&gradient_rgb(64, 48), 64, 48);
+        let mut decoder = TurboDecoder::new(&default_limits()).expect("instance");
+        let header = decoder
+            .read_header(&jpeg, &default_limits())
+            .expect("valid");
+        for region in [
+            CropBox {
+                left: 0,
+                top: 0,
+                width: 0,
+                height: 0,
+            },
+            CropBox {
+                left: 16,
+                top: 0,
+                width: 0,
+                height: 10,
+            },
+            CropBox {
+                left: 0,
+                top: 0,
+                width: 65,
+                height: 48,
+            },
+            CropBox {
+                left: 16,
+                top: u32::MAX,
+                width: 1,
+                height: 1,
+            },
+        ] {
+            let mut out = Vec::new();
+            let result = decoder.decode(&jpeg, &header, Downscale::NONE, region, &mut out);
+            assert!(
+                matches!(result, Err(TurboError::Library(ref m)) if m.contains("cropping region")),
+                "{region:?}: {result:?}"
+            );
+            assert_eq!(out.capacity(), 0, "{region:?}");
+        }
+        // At 1/2 the image is 32x24.
+        let half = Downscale { denominator: 2 };
+        let mut out = Vec::new();
+        assert!(decoder
+            .decode(&jpeg, &header, half, CropBox::full(32, 24), &mut out)
+            .is_ok());
+        assert!(decoder
+            .decode(&jpeg, &header, half, CropBox::full(33, 24), &mut out)
+            .is_err());
+    }
+
+    /// `tj3DecompressHeader` accepts a tables-only datastream (SOI, tables, EOI) and leaves the
+    /// previous image's size in place; read_header must not report it.
+    #[test]
+    fn a_tables_only_stream_does_not_report_the_previous_size() {
+        let jpeg = jpeg_rgb(&gradient_rgb(64, 48), 64, 48);
+        let mut decoder = TurboDecoder::new(&default_limits()).expect("instance");
+        assert!(decoder.read_header(&jpeg, &default_limits()).is_ok());
+        // SOI, then the DQT segment of the same file, then EOI.
+        let dqt = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xDB])
+            .expect("has DQT");
+        let length = usize::from(u16::from_be_bytes([jpeg[dqt + 2], jpeg[dqt + 3]]));
+        let mut tables_only = vec![0xFF, 0xD8];
+        tables_only.extend_from_slice(&jpeg[dqt..dqt + 2 + length]);
+        tables_only.extend_from_slice(&[0xFF, 0xD9]);
+        let result = decoder.read_header(&tables_only, &default_limits());
+        assert!(matches!(result, Err(TurboError::Library(_))), "{result:?}");
+    }
+
+    #[test]
+    fn frames_are_found_past_other_segments_and_fill_bytes() {
+        assert!(declares_a_frame(
+            b"\xFF\xD8\xFF\xE0\x00\x04ab\xFF\xFF\xC2\x00"
+        ));
+        assert!(!declares_a_frame(b"\xFF\xD8\xFF\xE0\x00\x04ab\xFF\xDA\x00"));
+        assert!(!declares_a_frame(b"\xFF\xD8\xFF\xC4\x00\x02\xFF\xD9"));
+        assert!(!declares_a_frame(b"\xFF\xD8\xFF\xE0\x00\x40"));
+        assert!(!declares_a_frame(b"\xFF\xD8\x00"));
+        assert!(!declares_a_frame(b"\xFF\xD8"));
+    }
 
     #[test]
     fn regions_align_to_the_imcu_and_keep_a_margin() {

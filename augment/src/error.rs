@@ -124,10 +124,10 @@ pub enum DecodeError {
         /// The image's height.
         height: u32,
     },
-    /// The JPEG encoder failed.
+    /// The JPEG encoder (libjpeg-turbo) failed.
     #[error("JPEG encode failed: {detail}")]
     Encode {
-        /// jpeg-encoder's message.
+        /// libjpeg-turbo's message.
         detail: String,
     },
 }

@@ -97,7 +97,7 @@ pub struct Reencoded {
 /// Re-encodes images, reusing its resizer and pixel buffers from one image to the next.
 ///
 /// Make one per worker thread. Output is deterministic: the same input and options give the same
-/// bytes on a given machine. (fast_image_resize and jpeg-encoder choose SIMD kernels at run time,
+/// bytes on a given machine. (fast_image_resize and libjpeg-turbo choose SIMD kernels at run time,
 /// so a machine with a different instruction set may round a few pixels differently.)
 ///
 /// ```

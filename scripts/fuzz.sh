@@ -39,6 +39,16 @@ done
 for f in shards/tests/data/*/manifest.json; do
   cp "$f" "fuzz/corpus/manifest/$(echo "$f" | tr '/' '_')"
 done
+# The JPEG targets: the golden tests' JPEGs, in every layout ImageNet holds (4:2:0, 4:2:2, 4:4:4,
+# progressive, restart markers, grayscale, CMYK, partial MCUs). turbo_region's inputs start with
+# 5 bytes that choose the region: here the whole image, and a crop downscaled by 1/2.
+mkdir -p fuzz/corpus/jpeg_walk fuzz/corpus/turbo_region
+for f in augment/tests/golden/jpeg/*.jpg; do
+  name=$(basename "$f" .jpg)
+  cp "$f" "fuzz/corpus/jpeg_walk/$name"
+  { printf '\000\000\377\377\000'; cat "$f"; } >"fuzz/corpus/turbo_region/whole_$name"
+  { printf '\100\040\200\200\001'; cat "$f"; } >"fuzz/corpus/turbo_region/crop_$name"
+done
 
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${seconds}s"

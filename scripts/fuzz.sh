@@ -44,6 +44,16 @@ mkdir -p fuzz/corpus/label_files
 printf '490\n361\n\n171\n\0003 n01440764 tench\n1 n01443537\n2 n01484850\n' >fuzz/corpus/label_files/devkit
 printf 'n01751748\nn09193705\n\000n01751748\nn09193705\n' >fuzz/corpus/label_files/synsets
 printf 'ImageId,PredictionString\nILSVRC2012_val_00008726,n02119789 255 142 454 329 n02119789 44 21 322 295\n' >fuzz/corpus/label_files/kaggle
+# The JPEG targets: the golden tests' JPEGs, in every layout ImageNet holds (4:2:0, 4:2:2, 4:4:4,
+# progressive, restart markers, grayscale, CMYK, partial MCUs). turbo_region's inputs start with
+# 5 bytes that choose the region: here the whole image, and a crop downscaled by 1/2.
+mkdir -p fuzz/corpus/jpeg_walk fuzz/corpus/turbo_region
+for f in augment/tests/golden/jpeg/*.jpg; do
+  name=$(basename "$f" .jpg)
+  cp "$f" "fuzz/corpus/jpeg_walk/$name"
+  { printf '\000\000\377\377\000'; cat "$f"; } >"fuzz/corpus/turbo_region/whole_$name"
+  { printf '\100\040\200\200\001'; cat "$f"; } >"fuzz/corpus/turbo_region/crop_$name"
+done
 
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${seconds}s"

@@ -1,21 +1,16 @@
-//! Decoding any supported image to 8-bit RGB.
+//! Decoding any supported image, whole, to 8-bit RGB: [`decode_rgb`] and [`decode_rgb_into`].
 //!
-//! JPEG goes through zune-jpeg, in strict mode: its lenient default paints missing or corrupt
-//! entropy-coded data grey and reports success, which would hide broken files. Grayscale JPEGs
-//! are expanded to RGB; CMYK and YCCK (Adobe) JPEGs are converted by zune-jpeg, which expects the
-//! Adobe convention of inverted CMYK samples (what Photoshop writes, and what libjpeg assumes).
-//! The other formats go through the `image` crate and `to_rgb8` (alpha is dropped, not composited,
-//! as Pillow's `convert("RGB")` does).
+//! JPEG goes through zune-jpeg (`codec::zune`), after the marker walk (`codec::jpeg_walk`) has
+//! given precise reasons for truncated and unsupported files. Grayscale JPEGs are expanded to RGB;
+//! CMYK and YCCK (Adobe) JPEGs are converted by zune-jpeg. The other formats go through the
+//! `image` crate (`codec::image_rs`) and `to_rgb8` (alpha is dropped, not composited, as Pillow's
+//! `convert("RGB")` does).
 
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::errors::DecodeErrors;
-use zune_jpeg::JpegDecoder;
-
-use crate::format::ImageFormat;
-use crate::jpeg;
-use crate::probe::{load_other, sniff, ProbeError, MAX_DIMENSION};
+use crate::codec::{image_rs, jpeg_walk, zune};
+use crate::error::DecodeError;
+use crate::info::ImageFormat;
+use crate::limits::DecodeLimits;
+use crate::probe::sniff;
 
 /// A decoded image: 8-bit RGB, row-major, no padding (`pixels.len() == width * height * 3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,43 +21,6 @@ pub struct RgbImage {
     pub height: u32,
     /// RGB8 samples in HWC order.
     pub pixels: Vec<u8>,
-}
-
-/// Why an image could not be decoded (or, for [`Reencoder`](crate::Reencoder), re-encoded).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// The input is not a decodable image: the same reasons [`probe_deep`](crate::probe_deep)
-    /// gives.
-    #[error(transparent)]
-    Invalid(#[from] ProbeError),
-    /// [`ReencodeOptions::quality`](crate::ReencodeOptions::quality) is outside `1..=100`.
-    #[error("invalid JPEG quality {0}: must be 1..=100")]
-    InvalidQuality(u8),
-    /// [`ReencodeOptions::max_side`](crate::ReencodeOptions::max_side) is `Some(0)`.
-    #[error("invalid max_side 0: must be at least 1")]
-    InvalidMaxSide,
-    /// The resize step failed.
-    #[error("resize failed: {detail}")]
-    Resize {
-        /// fast_image_resize's message.
-        detail: String,
-    },
-    /// A region to decode does not lie inside the image.
-    #[error("region {region:?} does not lie inside the {width}x{height} image")]
-    Region {
-        /// The region asked for.
-        region: crate::plan::CropBox,
-        /// The image's width.
-        width: u32,
-        /// The image's height.
-        height: u32,
-    },
-    /// The JPEG encoder failed.
-    #[error("JPEG encode failed: {detail}")]
-    Encode {
-        /// jpeg-encoder's message.
-        detail: String,
-    },
 }
 
 /// Decodes `bytes` (any supported format) to RGB8.
@@ -86,19 +44,36 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
 /// seen, JPEG decoding allocates nothing here (zune-jpeg still allocates its own scratch space).
 /// Other formats are decoded by the `image` crate into a fresh buffer and copied.
 ///
+/// Images over the default [`DecodeLimits`] are refused from their headers, before `out` grows;
+/// see [`decode_rgb_into_with_limits`].
+///
 /// # Errors
 ///
 /// As [`decode_rgb`]. On error the contents of `out` are unspecified.
 pub fn decode_rgb_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(u32, u32), DecodeError> {
+    decode_rgb_into_with_limits(bytes, out, &DecodeLimits::default())
+}
+
+/// [`decode_rgb_into`] with the given limits.
+///
+/// # Errors
+///
+/// As [`decode_rgb`]; [`ProbeError::TooManyPixels`](crate::ProbeError::TooManyPixels) for an
+/// image over `limits`.
+pub fn decode_rgb_into_with_limits(
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    limits: &DecodeLimits,
+) -> Result<(u32, u32), DecodeError> {
     match sniff(bytes)? {
         ImageFormat::Jpeg => {
             // The marker walk costs little next to the decode and gives precise reasons for
             // truncated and unsupported files, before the decoder allocates anything.
-            jpeg::walk(bytes)?;
-            Ok(decode_jpeg_into(bytes, out)?)
+            jpeg_walk::walk(bytes, limits)?;
+            Ok(zune::decode_into(bytes, out, limits)?)
         }
         format => {
-            let rgb = load_other(bytes, format)?.into_rgb8();
+            let rgb = image_rs::load(bytes, format, limits)?.into_rgb8();
             out.clear();
             out.extend_from_slice(rgb.as_raw());
             Ok(rgb.dimensions())
@@ -106,59 +81,12 @@ pub fn decode_rgb_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(u32, u32), De
     }
 }
 
-/// Decodes a JPEG to RGB8 with zune-jpeg into `out`.
-pub(crate) fn decode_jpeg_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(u32, u32), ProbeError> {
-    let limit = MAX_DIMENSION as usize;
-    let options = DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(limit)
-        .set_max_height(limit)
-        .jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    decoder.decode_headers().map_err(zune_error)?;
-    let (Some((width, height)), Some(size)) = (decoder.dimensions(), decoder.output_buffer_size())
-    else {
-        return Err(jpeg_decode_error("no image size after reading the headers"));
-    };
-    // Zero-filled, not just resized: should the decoder ever skip a pixel, the output still
-    // cannot depend on the previous image.
-    out.clear();
-    out.resize(size, 0);
-    decoder.decode_into(out).map_err(zune_error)?;
-    // Both are at most MAX_DIMENSION, which the decoder enforces.
-    let dims = (u32::try_from(width), u32::try_from(height));
-    match dims {
-        (Ok(width), Ok(height)) => Ok((width, height)),
-        _ => Err(jpeg_decode_error("image size does not fit in u32")),
-    }
-}
-
-/// Maps a zune-jpeg error to a [`ProbeError`], with its message minus zune's `Debug` quoting.
-fn zune_error(error: DecodeErrors) -> ProbeError {
-    match error {
-        DecodeErrors::Unsupported(_) => ProbeError::Unsupported {
-            format: ImageFormat::Jpeg,
-            detail: error.to_string(),
-        },
-        DecodeErrors::Format(detail) => jpeg_decode_error(detail),
-        DecodeErrors::FormatStatic(detail) => jpeg_decode_error(detail),
-        other => jpeg_decode_error(other.to_string()),
-    }
-}
-
-fn jpeg_decode_error(detail: impl Into<String>) -> ProbeError {
-    ProbeError::Decode {
-        format: ImageFormat::Jpeg,
-        detail: detail.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jpeg::JpegPart;
+    use crate::error::{JpegPart, ProbeError};
     use crate::test_util::{assert_all_near, encode_with, gradient_rgb, jpeg_rgb, solid};
-    use jpeg_encoder::ColorType;
+    use jpeg_encoder::{ColorType, SamplingFactor};
     use std::io::Cursor;
 
     const TOLERANCE: u8 = 3;
@@ -274,6 +202,27 @@ mod tests {
         assert_eq!(decode_rgb_into(&big, &mut buffer), Ok((64, 64)));
         assert_eq!(buffer.as_ptr(), allocation);
         assert_eq!(buffer, decode_rgb(&big).expect("decodes").pixels);
+    }
+
+    /// jpeg-encoder writes one scan per component when it optimises Huffman tables; zune-jpeg
+    /// 0.5.15 decoded such sequential files to wrong pixels without an error. 0.5.16 fixed it:
+    /// this pins the fix, for 4:4:4 and 4:2:0.
+    #[test]
+    fn non_interleaved_sequential_jpeg_decodes_to_the_right_colour() {
+        for sampling in [SamplingFactor::R_4_4_4, SamplingFactor::R_4_2_0] {
+            let jpeg = encode_with(
+                &solid(32, 32, &[180, 60, 20]),
+                32,
+                32,
+                ColorType::Rgb,
+                |e| {
+                    e.set_optimized_huffman_tables(true);
+                    e.set_sampling_factor(sampling);
+                },
+            );
+            let img = decode_rgb(&jpeg).expect("decodes");
+            assert_all_near(&img.pixels, [180, 60, 20], 4);
+        }
     }
 
     #[test]

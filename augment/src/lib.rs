@@ -13,6 +13,10 @@
 //!   `"truncated JPEG: no EOI marker (ends inside scan data at byte 5123)"`, ...).
 //! - [`decode_rgb`] → [`RgbImage`] (RGB8, HWC), and [`decode_rgb_into`], which reuses the caller's
 //!   buffer. CMYK, YCCK and grayscale JPEGs come out as RGB too. Failures are a [`DecodeError`].
+//! - [`DecodeLimits`]: what a file's headers may ask for (default: Pillow's `MAX_IMAGE_PIXELS`,
+//!   89,478,485 pixels). Every decode path checks them on the headers, before any pixel buffer is
+//!   sized, so a decompression bomb (a small file declaring a huge image) is a
+//!   [`ProbeError::TooManyPixels`], not gigabytes of memory.
 //! - [`Reencoder`]: FFCV-style re-encoding to a baseline 4:2:0 RGB JPEG whose longer side is at
 //!   most [`ReencodeOptions::max_side`]; it owns its resizer and buffers, so keep one per thread.
 //!
@@ -57,29 +61,33 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Modules depend on each other in one direction only (docs/ARCHITECTURE.md draws it):
+// geometry, info → error → limits → codec::* → probe → decode → region → transform, reencode;
+// plan needs only geometry. The public API is re-exported here.
+mod codec;
 mod decode;
-mod format;
-mod jpeg;
+mod error;
+mod geometry;
+mod info;
+mod limits;
 pub mod plan;
 mod probe;
 mod reencode;
 mod region;
-
 mod transform;
-mod turbo;
 
 #[cfg(test)]
 mod test_util;
 
-pub use decode::{decode_rgb, decode_rgb_into, DecodeError, RgbImage};
-pub use format::ImageFormat;
-pub use jpeg::JpegPart;
-pub use plan::{AugmentPlan, CropBox, RandomCrop, ResizeSource, SourceRegion};
-pub use probe::{probe, probe_deep, ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
+pub use decode::{decode_rgb, decode_rgb_into, decode_rgb_into_with_limits, RgbImage};
+pub use error::{DecodeError, JpegPart, ProbeError};
+pub use geometry::{CropBox, ImageSize, SourceRegion};
+pub use info::{ColorModel, ImageFormat, ImageInfo};
+pub use limits::{DecodeLimits, DEFAULT_MAX_PIXELS, MAX_DIMENSION};
+pub use plan::{AugmentPlan, RandomCrop, ResizeSource, SampleRng};
+pub use probe::{probe, probe_deep, probe_deep_with_limits, probe_with_limits};
 pub use reencode::{ReencodeOptions, Reencoded, Reencoder};
-pub use region::{DecodedRegion, ImageSize, JpegBackend, RegionDecoder, RegionRequest};
-/// The random numbers of one sample's augmentation: [`SampleRng::for_sample`]`(seed, epoch, index)`.
-pub type SampleRng = shardfeed_rng::Xoshiro256;
+pub use region::{DecodedRegion, JpegBackend, RegionDecoder, RegionRequest};
 pub use transform::{
     Applied, AugmentError, Augmenter, SampleKey, StageTimes, TrainTransform, Transform,
     TransformError, ValTransform, MAX_OUTPUT_SIZE,

@@ -1,102 +1,14 @@
 //! Validation of encoded images: [`probe`] (headers and structure, at disk speed) and
 //! [`probe_deep`] (the same plus a full pixel decode).
 //!
-//! JPEG, nearly all of ImageNet, is checked by a marker walk that decodes no pixel (see the
-//! `jpeg` module). The other formats are rare, so they are simply decoded through the `image`
+//! JPEG, nearly all of ImageNet, is checked by a marker walk that decodes no pixel (see
+//! `codec::jpeg_walk`). The other formats are rare, so they are simply decoded through the `image`
 //! crate. The format always comes from the magic bytes (see [`ImageFormat::detect`]).
 
-use std::io::Cursor;
-
-use crate::decode::decode_jpeg_into;
-use crate::format::ImageFormat;
-use crate::jpeg::{self, JpegPart};
-
-/// The largest width or height accepted, in pixels, for every format.
-///
-/// The decoders are told this limit, so a hostile header cannot make them allocate gigabytes.
-/// ImageNet's largest images are a few thousand pixels on a side.
-pub const MAX_DIMENSION: u32 = 32_768;
-
-/// What [`probe`] learns about an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ImageInfo {
-    /// The container format, from the magic bytes.
-    pub format: ImageFormat,
-    /// Width in pixels, at least 1.
-    pub width: u32,
-    /// Height in pixels, at least 1.
-    pub height: u32,
-    /// The colour model the pixels are stored in.
-    pub color: ColorModel,
-    /// A progressive JPEG (`SOF2`); always `false` for other formats.
-    pub progressive: bool,
-}
-
-/// The colour model of the stored pixels, before any conversion to RGB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ColorModel {
-    /// One channel.
-    Gray,
-    /// Three channels: YCbCr or RGB (JPEG), or RGB (other formats).
-    Rgb,
-    /// Four-channel JPEG, CMYK (no Adobe transform, or transform 0).
-    Cmyk,
-    /// Four-channel JPEG, YCCK (Adobe transform 2).
-    Ycck,
-    /// RGB with alpha (non-JPEG formats).
-    Rgba,
-    /// Gray with alpha (non-JPEG formats).
-    GrayAlpha,
-    /// Anything else the `image` crate may report.
-    Other,
-}
-
-/// Why an input is not a usable image. Each variant prints a short reason for a report.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeError {
-    /// Zero bytes.
-    #[error("empty file")]
-    Empty,
-    /// The first bytes match no supported format.
-    #[error("not an image (unrecognised magic bytes {})", hex(magic))]
-    NotAnImage {
-        /// Up to the first four bytes of the input.
-        magic: Vec<u8>,
-    },
-    /// The JPEG ends before its `EOI` marker.
-    #[error("truncated JPEG: no EOI marker (ends {at} at byte {offset})")]
-    Truncated {
-        /// What was being read when the input ran out.
-        at: JpegPart,
-        /// The input's length: where it ends.
-        offset: usize,
-    },
-    /// The JPEG's marker structure is broken.
-    #[error("malformed JPEG at byte {offset}: {detail}")]
-    Malformed {
-        /// Byte offset of the marker (or byte) at fault.
-        offset: usize,
-        /// What is wrong.
-        detail: String,
-    },
-    /// A valid file this crate cannot decode: lossless, arithmetic-coded or 12-bit JPEG, images
-    /// over [`MAX_DIMENSION`], or a format feature the `image` crate does not support.
-    #[error("unsupported {format}: {detail}")]
-    Unsupported {
-        /// The detected format.
-        format: ImageFormat,
-        /// What is not supported.
-        detail: String,
-    },
-    /// The decoder rejected the data (corrupt entropy-coded data, a bad PNG chunk, ...).
-    #[error("{format} decode failed: {detail}")]
-    Decode {
-        /// The detected format.
-        format: ImageFormat,
-        /// The decoder's message.
-        detail: String,
-    },
-}
+use crate::codec::{image_rs, jpeg_walk, zune};
+use crate::error::ProbeError;
+use crate::info::{ImageFormat, ImageInfo};
+use crate::limits::DecodeLimits;
 
 /// Validates `bytes` cheaply and returns the image's size and colour model.
 ///
@@ -104,15 +16,48 @@ pub enum ProbeError {
 /// it runs at disk speed; corrupt entropy-coded data with an intact marker structure is only found
 /// by [`probe_deep`]. Bytes after `EOI` are allowed. Other formats are fully decoded.
 ///
+/// Images over the default [`DecodeLimits`] are refused from their headers; see
+/// [`probe_with_limits`].
+///
 /// # Errors
 ///
-/// [`ProbeError::Empty`], [`ProbeError::NotAnImage`], and for JPEG
-/// [`ProbeError::Truncated`], [`ProbeError::Malformed`] or [`ProbeError::Unsupported`]; for
-/// other formats [`ProbeError::Unsupported`] or [`ProbeError::Decode`].
+/// [`ProbeError::Empty`], [`ProbeError::NotAnImage`], [`ProbeError::TooManyPixels`], and for
+/// JPEG [`ProbeError::Truncated`], [`ProbeError::Malformed`], [`ProbeError::Unsupported`] or
+/// [`ProbeError::ScanTooShort`]; for other formats [`ProbeError::Unsupported`] or
+/// [`ProbeError::Decode`].
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
+    probe_with_limits(bytes, &DecodeLimits::default())
+}
+
+/// [`probe`] with the given limits.
+///
+/// ```
+/// use shardfeed_augment::{probe_with_limits, DecodeLimits, ImageFormat, ProbeError};
+/// # let mut jpeg = Vec::new();
+/// # jpeg_encoder::Encoder::new(&mut jpeg, 90)
+/// #     .encode(&[128; 64 * 48 * 3], 64, 48, jpeg_encoder::ColorType::Rgb)?;
+/// let limits = DecodeLimits { max_pixels: 1000 };
+/// assert_eq!(
+///     probe_with_limits(&jpeg, &limits),
+///     Err(ProbeError::TooManyPixels {
+///         format: ImageFormat::Jpeg,
+///         width: 64,
+///         height: 48,
+///         max_pixels: 1000
+///     })
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`probe`].
+pub fn probe_with_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo, ProbeError> {
     match sniff(bytes)? {
-        ImageFormat::Jpeg => jpeg::walk(bytes),
-        format => load_other(bytes, format).map(|image| info_of(&image, format)),
+        ImageFormat::Jpeg => jpeg_walk::walk(bytes, limits),
+        format => {
+            image_rs::load(bytes, format, limits).map(|image| image_rs::info_of(&image, format))
+        }
     }
 }
 
@@ -124,9 +69,21 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
 ///
 /// Everything [`probe`] returns, and [`ProbeError::Decode`] when the pixel decode fails.
 pub fn probe_deep(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
-    let info = probe(bytes)?;
+    probe_deep_with_limits(bytes, &DecodeLimits::default())
+}
+
+/// [`probe_deep`] with the given limits.
+///
+/// # Errors
+///
+/// As [`probe_deep`].
+pub fn probe_deep_with_limits(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<ImageInfo, ProbeError> {
+    let info = probe_with_limits(bytes, limits)?;
     if info.format == ImageFormat::Jpeg {
-        decode_jpeg_into(bytes, &mut Vec::new())?;
+        zune::decode_into(bytes, &mut Vec::new(), limits)?;
     }
     Ok(info)
 }
@@ -144,73 +101,16 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<ImageFormat, ProbeError> {
     }
 }
 
-/// Decodes a non-JPEG image through the `image` crate, with [`MAX_DIMENSION`] as its limit.
-pub(crate) fn load_other(
-    bytes: &[u8],
-    format: ImageFormat,
-) -> Result<image::DynamicImage, ProbeError> {
-    let image_format = match format {
-        ImageFormat::Png => image::ImageFormat::Png,
-        ImageFormat::Gif => image::ImageFormat::Gif,
-        ImageFormat::Webp => image::ImageFormat::WebP,
-        ImageFormat::Bmp => image::ImageFormat::Bmp,
-        ImageFormat::Tiff => image::ImageFormat::Tiff,
-        ImageFormat::Jpeg | ImageFormat::Unknown => {
-            return Err(ProbeError::Unsupported {
-                format,
-                detail: "not decoded through the image crate".to_owned(),
-            })
-        }
-    };
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_DIMENSION);
-    limits.max_image_height = Some(MAX_DIMENSION);
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image_format);
-    reader.limits(limits);
-    reader.decode().map_err(|error| match error {
-        image::ImageError::Limits(_) | image::ImageError::Unsupported(_) => {
-            ProbeError::Unsupported {
-                format,
-                detail: error.to_string(),
-            }
-        }
-        _ => ProbeError::Decode {
-            format,
-            detail: error.to_string(),
-        },
-    })
-}
-
-fn info_of(image: &image::DynamicImage, format: ImageFormat) -> ImageInfo {
-    use image::ColorType as C;
-    let color = match image.color() {
-        C::L8 | C::L16 => ColorModel::Gray,
-        C::La8 | C::La16 => ColorModel::GrayAlpha,
-        C::Rgb8 | C::Rgb16 | C::Rgb32F => ColorModel::Rgb,
-        C::Rgba8 | C::Rgba16 | C::Rgba32F => ColorModel::Rgba,
-        _ => ColorModel::Other,
-    };
-    ImageInfo {
-        format,
-        width: image.width(),
-        height: image.height(),
-        color,
-        progressive: false,
-    }
-}
-
-/// Formats bytes as lower-case hex pairs separated by spaces: `3c 68 74 6d`.
-fn hex(bytes: &[u8]) -> String {
-    let pairs: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    pairs.join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::JpegPart;
+    use crate::info::ColorModel;
+    use crate::limits::MAX_DIMENSION;
     use crate::test_util::{encode_with, gradient_rgb, jpeg_rgb, scan_data_range, solid};
-    use jpeg_encoder::{ColorType, SamplingFactor};
+    use jpeg_encoder::ColorType;
     use proptest::prelude::*;
+    use std::io::Cursor;
 
     fn truncated(at: JpegPart, offset: usize) -> ProbeError {
         ProbeError::Truncated { at, offset }
@@ -595,28 +495,6 @@ mod tests {
         assert!(probe_deep(&bytes).is_ok());
     }
 
-    /// jpeg-encoder writes one scan per component when it optimises Huffman tables; zune-jpeg
-    /// 0.5.15 decoded such sequential files to wrong pixels without an error. 0.5.16 fixed it:
-    /// this pins the fix, for 4:4:4 and 4:2:0.
-    #[test]
-    fn non_interleaved_sequential_jpeg_decodes_to_the_right_colour() {
-        for sampling in [SamplingFactor::R_4_4_4, SamplingFactor::R_4_2_0] {
-            let jpeg = encode_with(
-                &solid(32, 32, &[180, 60, 20]),
-                32,
-                32,
-                ColorType::Rgb,
-                |e| {
-                    e.set_optimized_huffman_tables(true);
-                    e.set_sampling_factor(sampling);
-                },
-            );
-            assert!(probe(&jpeg).is_ok());
-            let img = crate::decode_rgb(&jpeg).unwrap();
-            crate::test_util::assert_all_near(&img.pixels, [180, 60, 20], 4);
-        }
-    }
-
     fn valid_jpegs() -> Vec<Vec<u8>> {
         let pixels = gradient_rgb(24, 16);
         vec![
@@ -643,7 +521,6 @@ mod tests {
             if let Ok(info) = deep {
                 prop_assert_eq!(cheap, Ok(info));
             }
-            let _ = crate::decode_rgb(&bytes);
         }
 
         #[test]
@@ -662,7 +539,6 @@ mod tests {
             if let Ok(info) = deep {
                 prop_assert_eq!(cheap, Ok(info));
             }
-            let _ = crate::decode_rgb(&bytes);
         }
     }
 }

@@ -6,9 +6,10 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::decode::DecodeError;
+use crate::codec::turbo::TurboEncoder;
+use crate::error::DecodeError;
+use crate::limits::DecodeLimits;
 use crate::region::RegionDecoder;
-use crate::turbo::TurboEncoder;
 
 /// How to re-encode. Checked by [`Reencoder::reencode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,7 +97,7 @@ pub struct Reencoded {
 /// Re-encodes images, reusing its resizer and pixel buffers from one image to the next.
 ///
 /// Make one per worker thread. Output is deterministic: the same input and options give the same
-/// bytes on a given machine. (fast_image_resize and jpeg-encoder choose SIMD kernels at run time,
+/// bytes on a given machine. (fast_image_resize and libjpeg-turbo choose SIMD kernels at run time,
 /// so a machine with a different instruction set may round a few pixels differently.)
 ///
 /// ```
@@ -124,6 +125,14 @@ impl Reencoder {
     /// A re-encoder with empty buffers; they grow to the largest image seen.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the limits on the images decoded (default: [`DecodeLimits::default`], Pillow's
+    /// `MAX_IMAGE_PIXELS`): an image over them fails with
+    /// [`ProbeError::TooManyPixels`](crate::ProbeError::TooManyPixels), found on its headers
+    /// before any pixel buffer grows.
+    pub fn set_decode_limits(&mut self, limits: DecodeLimits) {
+        self.decoder.set_limits(limits);
     }
 
     /// Decodes `bytes` (any supported format), shrinks it per `opts.max_side` with an
@@ -171,12 +180,12 @@ impl Reencoder {
         let encode_error = |detail: String| DecodeError::Encode { detail };
         let encoder = match encoder {
             Some(e) => e,
-            None => encoder.insert(TurboEncoder::new().map_err(|e| encode_error(e.message))?),
+            None => encoder.insert(TurboEncoder::new().map_err(|e| encode_error(e.to_string()))?),
         };
         let mut jpeg = Vec::new();
         encoder
             .encode_rgb(pixels, out_width, out_height, opts.quality, &mut jpeg)
-            .map_err(|e| encode_error(e.message))?;
+            .map_err(|e| encode_error(e.to_string()))?;
         Ok(Reencoded {
             jpeg,
             width: out_width,
@@ -209,9 +218,11 @@ fn resize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{probe, ColorModel, ProbeError};
+    use crate::decode::decode_rgb;
+    use crate::error::ProbeError;
+    use crate::info::{ColorModel, ImageFormat, ImageInfo};
+    use crate::probe::probe;
     use crate::test_util::{assert_all_near, encode_with, gradient_rgb, jpeg_rgb, solid};
-    use crate::{decode_rgb, ImageFormat, ImageInfo};
 
     fn opts(max_side: Option<u32>, quality: u8) -> ReencodeOptions {
         ReencodeOptions { max_side, quality }

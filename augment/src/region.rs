@@ -8,25 +8,18 @@
 //! JPEGs go through libjpeg-turbo ([`JpegBackend::Turbo`], the default), which decodes only the
 //! rows and iMCU columns a crop touches and can downscale in the DCT domain; everything it cannot
 //! crop (CMYK and YCCK JPEGs, which it cannot convert to RGB) and every other format is decoded
-//! whole by [`decode_rgb_into`] (zune-jpeg, or the `image` crate). [`JpegBackend::Zune`] decodes
+//! whole by [`decode_rgb_into`](crate::decode_rgb_into) (zune-jpeg, or the `image` crate). [`JpegBackend::Zune`] decodes
 //! every JPEG whole with zune-jpeg: the baseline the benchmarks compare against.
 //!
 //! Which path an image takes depends on its bytes only, so output never depends on timing.
 
-use crate::decode::{decode_rgb_into, DecodeError};
-use crate::format::ImageFormat;
-use crate::plan::{CropBox, SourceRegion};
-use crate::probe::{probe, ProbeError};
-use crate::turbo::{align_region, Downscale, TurboDecoder, TurboError, TurboHeader};
-
-/// The size of an image, from its headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ImageSize {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
+use crate::codec::turbo::{align_region, Downscale, TurboDecoder, TurboError, TurboHeader};
+use crate::decode::decode_rgb_into_with_limits;
+use crate::error::{DecodeError, ProbeError};
+use crate::geometry::{CropBox, ImageSize, SourceRegion};
+use crate::info::ImageFormat;
+use crate::limits::DecodeLimits;
+use crate::probe::probe_with_limits;
 
 /// Which JPEG decoder a [`RegionDecoder`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -131,6 +124,7 @@ pub struct RegionRequest {
 #[derive(Debug, Default)]
 pub struct RegionDecoder {
     backend: JpegBackend,
+    limits: DecodeLimits,
     /// Created on first use, so that `Default` cannot fail.
     turbo: Option<TurboDecoder>,
     pixels: Vec<u8>,
@@ -164,23 +158,39 @@ impl RegionDecoder {
         self.backend
     }
 
-    fn turbo(&mut self) -> Result<&mut TurboDecoder, DecodeError> {
-        if self.turbo.is_none() {
-            self.turbo = Some(TurboDecoder::new().map_err(turbo_error)?);
+    /// The limits on the images decoded ([`DecodeLimits::default`] unless set).
+    pub fn limits(&self) -> DecodeLimits {
+        self.limits
+    }
+
+    /// Sets the limits on the images decoded: an image over them is a
+    /// [`ProbeError::TooManyPixels`], found on its headers before any pixel buffer grows.
+    pub fn set_limits(&mut self, limits: DecodeLimits) {
+        self.limits = limits;
+        if let Some(turbo) = &mut self.turbo {
+            if turbo.set_limits(&limits).is_err() {
+                // Made afresh, with the new limits, on next use (where a failure is reported).
+                self.turbo = None;
+            }
         }
-        // Just set when it was None.
-        self.turbo.as_mut().ok_or_else(|| {
-            turbo_error(TurboError {
-                message: "no TurboJPEG instance".into(),
-            })
-        })
+    }
+
+    fn turbo(&mut self) -> Result<&mut TurboDecoder, DecodeError> {
+        let turbo = match self.turbo.take() {
+            Some(turbo) => turbo,
+            None => TurboDecoder::new(&self.limits).map_err(turbo_error)?,
+        };
+        Ok(self.turbo.insert(turbo))
     }
 
     fn jpeg_path(&mut self, bytes: &[u8]) -> Result<JpegPath, DecodeError> {
         if self.backend == JpegBackend::Zune || ImageFormat::detect(bytes) != ImageFormat::Jpeg {
             return Ok(JpegPath::Whole);
         }
-        Ok(match self.turbo()?.read_header(bytes) {
+        let limits = self.limits;
+        // A header libjpeg-turbo refuses, or one our checks refuse, goes the whole-image way:
+        // the marker walk there gives the precise reason.
+        Ok(match self.turbo()?.read_header(bytes, &limits) {
             Ok(header) if header.mcu_width.is_some() && !header.four_channel => {
                 JpegPath::Crop(header)
             }
@@ -200,7 +210,7 @@ impl RegionDecoder {
                 height: header.height,
             });
         }
-        let info = probe(bytes)?;
+        let info = probe_with_limits(bytes, &self.limits)?;
         Ok(ImageSize {
             width: info.width,
             height: info.height,
@@ -299,7 +309,7 @@ impl RegionDecoder {
 
     /// Decodes the whole image into the buffer (zune-jpeg, or `image` for other formats).
     fn decode_whole(&mut self, bytes: &[u8]) -> Result<ImageSize, DecodeError> {
-        let (width, height) = decode_rgb_into(bytes, &mut self.pixels)?;
+        let (width, height) = decode_rgb_into_with_limits(bytes, &mut self.pixels, &self.limits)?;
         Ok(ImageSize { width, height })
     }
 
@@ -338,10 +348,11 @@ impl RegionDecoder {
         // jpeg_path only chooses this path with a known iMCU width.
         let mcu = header.mcu_width.unwrap_or(8);
         let aligned = align_region(scaled_wanted, scaled_width, scaled_height, scale.apply(mcu));
-        let turbo = self.turbo.as_mut().ok_or_else(|| TurboError {
-            message: "no TurboJPEG instance".into(),
-        })?;
-        turbo.decode(bytes, scale, aligned, &mut self.pixels)?;
+        let turbo = self
+            .turbo
+            .as_mut()
+            .ok_or_else(|| TurboError::Library("no TurboJPEG instance".into()))?;
+        turbo.decode(bytes, &header, scale, aligned, &mut self.pixels)?;
         Ok(aligned)
     }
 }
@@ -360,10 +371,11 @@ fn choose_downscale(region: CropBox, at_least: (u32, u32)) -> Downscale {
 }
 
 fn check_region(region: CropBox, image: ImageSize) -> Result<(), DecodeError> {
+    // In u64: a hand-made region may reach past u32::MAX.
     if region.width == 0
         || region.height == 0
-        || region.right() > image.width
-        || region.bottom() > image.height
+        || u64::from(region.left) + u64::from(region.width) > u64::from(image.width)
+        || u64::from(region.top) + u64::from(region.height) > u64::from(image.height)
     {
         return Err(DecodeError::Region {
             region,
@@ -375,9 +387,12 @@ fn check_region(region: CropBox, image: ImageSize) -> Result<(), DecodeError> {
 }
 
 fn turbo_error(error: TurboError) -> DecodeError {
-    DecodeError::Invalid(ProbeError::Decode {
-        format: ImageFormat::Jpeg,
-        detail: error.message,
+    DecodeError::Invalid(match error {
+        TurboError::Library(detail) => ProbeError::Decode {
+            format: ImageFormat::Jpeg,
+            detail,
+        },
+        TurboError::Refused(error) => error,
     })
 }
 

@@ -75,3 +75,16 @@ pub(crate) fn assert_all_near(pixels: &[u8], expected: [u8; 3], tolerance: u8) {
         );
     }
 }
+
+/// `jpeg` with its frame header (`SOF0` or `SOF2`) patched to declare `width` x `height`: how
+/// a decompression bomb is made from a real file.
+pub(crate) fn patch_sof(mut jpeg: Vec<u8>, width: u16, height: u16) -> Vec<u8> {
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0] || w == [0xFF, 0xC2])
+        .expect("has a SOF");
+    // FF Cn, length (2), precision (1), height (2), width (2).
+    jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    jpeg
+}

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::decode::DecodeError;
-use crate::plan::{
-    center_crop_region, random_resized_crop, AugmentPlan, CropBox, ResizeSource, SourceRegion,
-};
-use crate::region::{DecodedRegion, ImageSize, RegionDecoder, RegionRequest};
-use crate::SampleRng;
+use crate::error::DecodeError;
+use crate::geometry::{CropBox, ImageSize, SourceRegion};
+use crate::limits::DecodeLimits;
+use crate::plan::{center_crop_region, random_resized_crop, AugmentPlan, ResizeSource, SampleRng};
+use crate::region::{DecodedRegion, JpegBackend, RegionDecoder, RegionRequest};
 
 /// The largest output side accepted, in pixels.
 pub const MAX_OUTPUT_SIZE: u32 = 4096;
@@ -280,16 +279,26 @@ impl Augmenter {
         self.dct_downscale = enabled;
     }
 
-    /// A new augmenter with this one's settings (backend, DCT downscaling) and empty buffers:
-    /// what a worker starts afresh with when a decoder panicked and left its buffers in any state.
+    /// Sets the limits on the images decoded (default: [`DecodeLimits::default`], Pillow's
+    /// `MAX_IMAGE_PIXELS`): an image over them fails with
+    /// [`ProbeError::TooManyPixels`](crate::ProbeError::TooManyPixels), found on its headers
+    /// before any pixel buffer grows.
+    pub fn set_decode_limits(&mut self, limits: DecodeLimits) {
+        self.decoder.set_limits(limits);
+    }
+
+    /// A new augmenter with this one's settings (backend, DCT downscaling, decode limits) and
+    /// empty buffers: what a worker starts afresh with when a decoder panicked and left its
+    /// buffers in any state.
     pub fn renewed(&self) -> Self {
         let mut fresh = Augmenter::with_backend(self.decoder.backend());
         fresh.dct_downscale = self.dct_downscale;
+        fresh.decoder.set_limits(self.decoder.limits());
         fresh
     }
 
     /// An augmenter whose JPEGs go through `backend`.
-    pub fn with_backend(backend: crate::JpegBackend) -> Self {
+    pub fn with_backend(backend: JpegBackend) -> Self {
         Augmenter {
             decoder: RegionDecoder::with_backend(backend),
             ..Self::default()
@@ -593,7 +602,7 @@ fn flip_horizontal(pixels: &mut [u8], side: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ProbeError;
+    use crate::error::ProbeError;
     use crate::test_util::{assert_all_near, encode_with, gradient_rgb, jpeg_rgb, solid};
     use jpeg_encoder::ColorType;
     use proptest::prelude::*;

@@ -7,8 +7,9 @@
 //!   `Resize(r)` + `CenterCrop(s)`, on PIL images as its `ImageFolder` pipeline runs them.
 //!   Tolerance: [`RESIZE_TOLERANCE`].
 //! - JPEG decode: zune-jpeg against Pillow's libjpeg-turbo on small JPEGs Pillow wrote (4:2:0,
-//!   4:2:2, 4:4:4, progressive, restart markers, grayscale, CMYK). Tolerance:
-//!   [`DECODE_TOLERANCE`].
+//!   4:2:2, 4:4:4, progressive, restart markers, grayscale, CMYK; odd sides, and even sides with
+//!   MCU padding after the last chroma sample). Tolerance: [`DECODE_TOLERANCE`] away from the
+//!   right and bottom edges, which are measured on their own ([`EDGE_TOLERANCE`]).
 //!
 //! Run with `--nocapture` to see the measured differences of every case.
 
@@ -42,16 +43,43 @@ const RESIZE_TOLERANCE: Tolerance = Tolerance {
     share_off_by_more_than_1: 0.0,
 };
 
-/// zune-jpeg vs libjpeg-turbo (Pillow's decoder: islow IDCT, fancy upsampling). Measured on the
-/// 7 JPEGs of cases.json: grayscale and CMYK within 1 level; 4:4:4 within 2; 4:2:0 and 4:2:2
-/// within 3, with 7.4% (4:2:0) and 4.0% (4:2:2) of values off by more than 1: the chroma
-/// upsampling and the IDCT's rounding differ. Progressive and restart-marker files decode
+/// zune-jpeg vs libjpeg-turbo (Pillow's decoder: islow IDCT, fancy upsampling), all pixels but
+/// the last column and the last row. Measured on the 11 JPEGs of cases.json: grayscale and CMYK
+/// within 1 level; 4:4:4 within 2; 4:2:0 and 4:2:2 within 3 (one value of 4, inside the 4:2:0
+/// padding file), with up to 7.5% (4:2:0) and 4.0% (4:2:2) of values off by more than 1: the
+/// chroma upsampling and the IDCT's rounding differ. Progressive and restart-marker files decode
 /// exactly like their baseline counterpart.
 const DECODE_TOLERANCE: Tolerance = Tolerance {
-    max_abs_diff: 3,
+    max_abs_diff: 4,
     share_differing: 0.25,
     share_off_by_more_than_1: 0.08,
 };
+
+/// zune-jpeg vs libjpeg-turbo on the last column and on the rest of the last row, for files
+/// whose encoder pads a partial MCU by repeating the edge (libjpeg, so Pillow, and most cameras
+/// and tools): within 4 levels (measured: 4 on the 124x92 4:2:0 file, at most 3 elsewhere).
+///
+/// Where an even width (height) is not a multiple of the MCU, the last chroma column (row, for
+/// 4:2:0) has MCU padding after it. libjpeg upsamples the last pixel from the last real chroma
+/// sample alone (`downsampled_width` ends the row); zune-jpeg 0.5.16-rc3 upsamples whole padded
+/// rows (`upsampler/scalar.rs` stops only at the padded buffer's end), so that pixel takes a
+/// quarter of the padding's chroma. Its error is therefore the padding's business: a quarter of
+/// the padding's distance from the edge's chroma, up to 1.77 times that in RGB (the Cb → B
+/// factor), so up to 113 levels in theory. With padding that is the edge's negative
+/// (`*-padding` cases) it measured 24 on the last column of the 4:2:2 file, 22 on the last
+/// column and 55 on the last row of the 4:2:0 one; jpeg-encoder's padding (synth's files) gives
+/// as much. A zune-jpeg bug, not ours: libjpeg-turbo, shardfeed's default decoder,
+/// is exact on every one of these files (`turbo_region_decode_matches_pillow`), and zune-jpeg
+/// only decodes CMYK/YCCK JPEGs there (4:4:4 in practice, so no upsampling).
+const EDGE_TOLERANCE: Tolerance = Tolerance {
+    max_abs_diff: 4,
+    share_differing: 1.0,
+    share_off_by_more_than_1: 1.0,
+};
+
+/// The analytical bound on zune-jpeg's edge error when the padding is anything at all: a
+/// quarter of a 255-level chroma difference, times 1.772 (Cb → B), rounded up.
+const EDGE_BOUND_ANY_PADDING: u8 = 113;
 
 #[derive(Debug, Deserialize)]
 struct Cases {
@@ -85,6 +113,9 @@ struct JpegCase {
     name: String,
     jpeg: String,
     expected: String,
+    /// Set when the file was encoded at another size than its frame header declares: its MCU
+    /// padding holds the negative of the edge (see make_golden.py).
+    declared_size: Option<(u32, u32)>,
 }
 
 /// Measured difference between two images of the same size.
@@ -98,14 +129,35 @@ struct Difference {
 impl Difference {
     fn between(ours: &[u8], theirs: &[u8]) -> Self {
         assert_eq!(ours.len(), theirs.len(), "images differ in size");
-        let (mut max, mut differing, mut over_one) = (0_u8, 0_usize, 0_usize);
-        for (&a, &b) in ours.iter().zip(theirs) {
+        Self::of_pairs(ours.iter().copied().zip(theirs.iter().copied()))
+    }
+
+    /// The differences of two RGB8 `width`-wide images in the pixels where `keep(x, y)`.
+    fn where_(ours: &[u8], theirs: &[u8], width: u32, keep: impl Fn(u32, u32) -> bool) -> Self {
+        assert_eq!(ours.len(), theirs.len(), "images differ in size");
+        let width = width as usize;
+        Self::of_pairs(
+            ours.iter()
+                .zip(theirs)
+                .enumerate()
+                .filter(|(i, _)| {
+                    let pixel = i / 3;
+                    keep((pixel % width) as u32, (pixel / width) as u32)
+                })
+                .map(|(_, (&a, &b))| (a, b)),
+        )
+    }
+
+    fn of_pairs(pairs: impl Iterator<Item = (u8, u8)>) -> Self {
+        let (mut max, mut differing, mut over_one, mut n) = (0_u8, 0_usize, 0_usize, 0_usize);
+        for (a, b) in pairs {
+            n += 1;
             let d = a.abs_diff(b);
             max = max.max(d);
             differing += usize::from(d > 0);
             over_one += usize::from(d > 1);
         }
-        let n = ours.len().max(1) as f64;
+        let n = n.max(1) as f64;
         Difference {
             max_abs_diff: max,
             share_differing: differing as f64 / n,
@@ -208,34 +260,120 @@ fn resize_matches_torchvision_on_pil_images() {
     );
 }
 
+/// A decode's difference from Pillow's: away from the right and bottom edges, on the last
+/// column, and on the last row but its last pixel (which is the last column's).
+struct EdgeSplit {
+    interior: Difference,
+    last_column: Difference,
+    last_row: Difference,
+}
+
+impl EdgeSplit {
+    fn of(ours: &RgbImage, theirs: &RgbImage) -> Self {
+        let (w, h) = (ours.width, ours.height);
+        let (a, b) = (&ours.pixels[..], &theirs.pixels[..]);
+        EdgeSplit {
+            interior: Difference::where_(a, b, w, |x, y| x + 1 < w && y + 1 < h),
+            last_column: Difference::where_(a, b, w, |x, _| x + 1 == w),
+            last_row: Difference::where_(a, b, w, |x, y| y + 1 == h && x + 1 < w),
+        }
+    }
+
+    fn edge_max(&self) -> u8 {
+        self.last_column
+            .max_abs_diff
+            .max(self.last_row.max_abs_diff)
+    }
+}
+
+fn zune_decodes(cases: &Cases) -> Vec<(&JpegCase, EdgeSplit)> {
+    cases
+        .jpeg_cases
+        .iter()
+        .map(|case| {
+            let ours =
+                decode_rgb(&read(&case.jpeg)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let expected = png(&case.expected);
+            assert_eq!(
+                (ours.width, ours.height),
+                (expected.width, expected.height),
+                "{}",
+                case.name
+            );
+            if let Some(declared) = case.declared_size {
+                assert_eq!((ours.width, ours.height), declared, "{}", case.name);
+            }
+            (case, EdgeSplit::of(&ours, &expected))
+        })
+        .collect()
+}
+
 #[test]
 fn jpeg_decode_matches_libjpeg_turbo() {
     let cases = cases();
     assert!(cases.jpeg_cases.len() >= 5, "cases.json lists the JPEGs");
     let mut failures = Vec::new();
-    for case in &cases.jpeg_cases {
-        let ours = decode_rgb(&read(&case.jpeg)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let expected = png(&case.expected);
-        assert_eq!(
-            (ours.width, ours.height),
-            (expected.width, expected.height),
-            "{}",
-            case.name
-        );
-        let diff = Difference::between(&ours.pixels, &expected.pixels);
+    for (case, split) in zune_decodes(&cases) {
+        let (inner, column, row) = (split.interior, split.last_column, split.last_row);
         println!(
-            "{:24} max {:3}  differing {:.4}  >1 {:.5}",
-            case.name, diff.max_abs_diff, diff.share_differing, diff.share_off_by_more_than_1
+            "{:24} interior max {:3} differing {:.4} >1 {:.5}   last column max {:3}   last row \
+             max {:3}",
+            case.name,
+            inner.max_abs_diff,
+            inner.share_differing,
+            inner.share_off_by_more_than_1,
+            column.max_abs_diff,
+            row.max_abs_diff,
         );
-        if !diff.within(DECODE_TOLERANCE) {
-            failures.push(format!("{}: {diff:?}", case.name));
+        if !inner.within(DECODE_TOLERANCE) {
+            failures.push(format!("{} away from the edges: {inner:?}", case.name));
+        }
+        let edge_tolerance = if case.declared_size.is_some() {
+            Tolerance {
+                max_abs_diff: EDGE_BOUND_ANY_PADDING,
+                ..EDGE_TOLERANCE
+            }
+        } else {
+            EDGE_TOLERANCE
+        };
+        for (edge, d) in [("last column", column), ("last row", row)] {
+            if !d.within(edge_tolerance) {
+                failures.push(format!("{} {edge}: {d:?}", case.name));
+            }
         }
     }
     assert!(
         failures.is_empty(),
-        "outside {DECODE_TOLERANCE:?}:\n{}",
+        "outside {DECODE_TOLERANCE:?} (edges: {EDGE_TOLERANCE:?}):\n{}",
         failures.join("\n")
     );
+}
+
+/// Pins the zune-jpeg bug [`EDGE_TOLERANCE`] describes, where it shows: the last column of
+/// even-width 4:2:2 and 4:2:0 images and the last row of even-height 4:2:0 ones, with padding
+/// unlike the edge. Odd sides and vertical 4:2:2 are unaffected. Should this test fail, zune-jpeg
+/// has been fixed: tighten [`EDGE_TOLERANCE`] and docs/ARCHITECTURE.md's table.
+#[test]
+fn known_gap_zune_jpeg_upsamples_the_last_chroma_sample_against_mcu_padding() {
+    let cases = cases();
+    let decodes = zune_decodes(&cases);
+    let split = |name: &str| {
+        &decodes
+            .iter()
+            .find(|(case, _)| case.name == name)
+            .unwrap_or_else(|| panic!("cases.json lists {name}"))
+            .1
+    };
+    let s422 = split("rgb-422-124x92-padding");
+    let s420 = split("rgb-420-124x92-padding");
+    assert!(s422.last_column.max_abs_diff > 10, "{:?}", s422.last_column);
+    assert!(s422.last_row.max_abs_diff <= 3, "{:?}", s422.last_row);
+    assert!(s420.last_column.max_abs_diff > 10, "{:?}", s420.last_column);
+    assert!(s420.last_row.max_abs_diff > 10, "{:?}", s420.last_row);
+    // Odd sides have no padding after their last chroma sample.
+    for name in ["rgb-420", "rgb-422"] {
+        assert!(split(name).edge_max() <= 3, "{name}");
+    }
 }
 
 /// The default training-time decoder is libjpeg-turbo, the library Pillow decodes with: on the

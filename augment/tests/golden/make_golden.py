@@ -22,8 +22,9 @@ What it writes, under augment/tests/golden/:
   does: `F.resized_crop(img, top, left, h, w, [size, size], BILINEAR, antialias=True)` for
   given crop boxes (then `F.hflip`), and `Resize(resize)` + `CenterCrop(size)`.
 - jpeg/*.jpg and jpeg/*.png: small JPEGs written by Pillow (libjpeg-turbo) in the layouts that
-  ImageNet holds (4:2:0, 4:2:2, 4:4:4, progressive, restart markers, grayscale, CMYK), and
-  Pillow's decode of each (`convert("RGB")`), for the decoder's own golden check.
+  ImageNet holds (4:2:0, 4:2:2, 4:4:4, progressive, restart markers, grayscale, CMYK; odd sides,
+  and even sides that leave MCU padding after the last chroma sample), and Pillow's decode of
+  each (`convert("RGB")`), for the decoder's own golden check.
 - cases.json: the list of cases, with the versions that made them.
 - crop_distribution.json: for a few image shapes, the distribution of 20,000 crops from
   `RandomResizedCrop.get_params` (torch's generator, fixed seed), as binned histograms, for a
@@ -41,7 +42,7 @@ import numpy as np
 import PIL
 import torch
 import torchvision
-from PIL import Image, features
+from PIL import Image, ImageOps, features
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as F
 from torchvision.transforms import transforms as T
@@ -186,23 +187,47 @@ def save_png(image, path):
 
 def make_jpegs(photos, out_dir):
     """Small JPEGs in ImageNet's layouts, written by Pillow, and Pillow's decode of each."""
-    base = Image.open(photos / DRAGON).convert("RGB").crop((180, 60, 303, 151))  # 123x91
+    photo = Image.open(photos / DRAGON).convert("RGB")
+    base = photo.crop((180, 60, 303, 151))  # 123x91
+    # Even sides that are not multiples of the MCU (124 = 7 * 16 + 12, 92 = 5 * 16 + 12): the
+    # last chroma sample then has MCU padding after it, which a decoder must not read when it
+    # upsamples the last column (4:2:2, 4:2:0) and row (4:2:0). See golden.rs's edge checks.
+    even = photo.crop((180, 60, 304, 152))  # 124x92
+    # libjpeg pads a partial MCU by repeating the edge pixels, so its padding is close to the
+    # edge and a decoder that wrongly reads it is only a little off. Other encoders pad
+    # otherwise, and the padding's content is the encoder's choice: these are 128x96 images whose
+    # last 4 columns and rows are the negative of the edge, encoded whole, with the frame header
+    # then declaring 124x92. A valid JPEG (the padding is never displayed) on which reading the
+    # padding shows at full strength.
+    padded = Image.new("RGB", (128, 96))
+    padded.paste(even, (0, 0))
+    edge_columns = even.crop((120, 0, 124, 92)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    padded.paste(ImageOps.invert(edge_columns), (124, 0))
+    edge_rows = padded.crop((0, 88, 128, 92)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    padded.paste(ImageOps.invert(edge_rows), (0, 92))
     variants = [
-        ("rgb-420", base, dict(quality=90, subsampling=2)),
-        ("rgb-422", base, dict(quality=90, subsampling=1)),
-        ("rgb-444", base, dict(quality=90, subsampling=0)),
-        ("rgb-420-progressive", base, dict(quality=90, subsampling=2, progressive=True)),
-        ("rgb-420-restart", base, dict(quality=90, subsampling=2, restart_marker_blocks=3)),
-        ("gray", base.convert("L"), dict(quality=90)),
-        ("cmyk", base.convert("CMYK"), dict(quality=90)),
+        ("rgb-420", base, dict(quality=90, subsampling=2), None),
+        ("rgb-422", base, dict(quality=90, subsampling=1), None),
+        ("rgb-420-124x92", even, dict(quality=90, subsampling=2), None),
+        ("rgb-422-124x92", even, dict(quality=90, subsampling=1), None),
+        ("rgb-420-124x92-padding", padded, dict(quality=90, subsampling=2), (124, 92)),
+        ("rgb-422-124x92-padding", padded, dict(quality=90, subsampling=1), (124, 92)),
+        ("rgb-444", base, dict(quality=90, subsampling=0), None),
+        ("rgb-420-progressive", base, dict(quality=90, subsampling=2, progressive=True), None),
+        ("rgb-420-restart", base, dict(quality=90, subsampling=2, restart_marker_blocks=3), None),
+        ("gray", base.convert("L"), dict(quality=90), None),
+        ("cmyk", base.convert("CMYK"), dict(quality=90), None),
     ]
     cases = []
-    for name, image, options in variants:
+    for name, image, options, declared in variants:
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", **options)
+        data = buffer.getvalue()
+        if declared is not None:
+            data = declare_size(data, *declared)
         jpeg = out_dir / f"{name}.jpg"
         jpeg.parent.mkdir(parents=True, exist_ok=True)
-        jpeg.write_bytes(buffer.getvalue())
+        jpeg.write_bytes(data)
         decoded = Image.open(jpeg)
         mode = decoded.mode
         expected = out_dir / f"{name}.png"
@@ -214,9 +239,20 @@ def make_jpegs(photos, out_dir):
                 "expected": str(expected.relative_to(HERE)),
                 "pil_mode": mode,
                 "options": dict(options),
+                **({"encoded_size": list(image.size), "declared_size": list(declared)}
+                   if declared else {}),
             }
         )
     return cases
+
+
+def declare_size(jpeg, width, height):
+    """The JPEG with its baseline frame header (SOF0) declaring width x height."""
+    data = bytearray(jpeg)
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    return bytes(data)
 
 
 # Image shapes and parameters for the RandomResizedCrop distribution test.

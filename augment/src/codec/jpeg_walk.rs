@@ -9,82 +9,16 @@
 //!
 //! It works on a `&[u8]` only and never allocates except to describe an error.
 
-use std::fmt;
-
-use crate::format::ImageFormat;
-use crate::probe::{ColorModel, ImageInfo, ProbeError, MAX_DIMENSION};
+use crate::error::{JpegPart, MarkerName, ProbeError};
+use crate::info::{ColorModel, ImageFormat, ImageInfo};
+use crate::limits::{check_scan_bytes, DecodeLimits, MAX_DIMENSION};
 
 const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
 const SOS: u8 = 0xDA;
-const DNL: u8 = 0xDC;
 const APP14: u8 = 0xEE;
 const TEM: u8 = 0x01;
 const SOF2: u8 = 0xC2;
-
-/// Where a truncated JPEG ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JpegPart {
-    /// Between two segments, or inside a marker's fill bytes: a marker was expected next.
-    BeforeMarker,
-    /// Inside a marker segment, or in its two length bytes.
-    Segment {
-        /// The marker code (the byte after `0xFF`), e.g. `0xE1` for `APP1`.
-        marker: u8,
-        /// The length the segment declares (0 if the file ends inside the length field).
-        length: u16,
-    },
-    /// Inside the entropy-coded data that follows a scan header.
-    ScanData,
-}
-
-impl fmt::Display for JpegPart {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            JpegPart::BeforeMarker => f.write_str("before a marker"),
-            JpegPart::Segment { marker, length: 0 } => {
-                write!(f, "inside the {} segment's length", MarkerName(marker))
-            }
-            JpegPart::Segment { marker, length } => {
-                write!(
-                    f,
-                    "inside the {} segment (declared length {length})",
-                    MarkerName(marker)
-                )
-            }
-            JpegPart::ScanData => f.write_str("inside scan data"),
-        }
-    }
-}
-
-/// Displays a marker code by its name in ITU T.81, e.g. `SOF2`, `APP14`, `RST3`.
-#[derive(Debug, Clone, Copy)]
-struct MarkerName(u8);
-
-impl fmt::Display for MarkerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = self.0;
-        match code {
-            0xC4 => f.write_str("DHT"),
-            0xC8 => f.write_str("JPG"),
-            0xCC => f.write_str("DAC"),
-            0xC0..=0xCF => write!(f, "SOF{}", code - 0xC0),
-            0xD0..=0xD7 => write!(f, "RST{}", code - 0xD0),
-            SOI => f.write_str("SOI"),
-            EOI => f.write_str("EOI"),
-            SOS => f.write_str("SOS"),
-            0xDB => f.write_str("DQT"),
-            DNL => f.write_str("DNL"),
-            0xDD => f.write_str("DRI"),
-            0xDE => f.write_str("DHP"),
-            0xDF => f.write_str("EXP"),
-            0xE0..=0xEF => write!(f, "APP{}", code - 0xE0),
-            0xFE => f.write_str("COM"),
-            TEM => f.write_str("TEM"),
-            _ => write!(f, "0xFF{code:02X}"),
-        }
-    }
-}
 
 /// The frame header (`SOFn`) fields the walk keeps.
 struct Frame {
@@ -94,23 +28,58 @@ struct Frame {
     /// Component identifiers; only the first `components` are used.
     ids: [u8; 4],
     components: u8,
+    /// The largest horizontal and vertical sampling factors.
+    max_sampling: (u8, u8),
+}
+
+impl Frame {
+    /// The MCU's size in pixels: one block for a single component (its scans are
+    /// non-interleaved), else the largest sampling factors' blocks.
+    fn mcu_size(&self) -> (u32, u32) {
+        if self.components == 1 {
+            return (8, 8);
+        }
+        let (h, v) = self.max_sampling;
+        (8 * u32::from(h), 8 * u32::from(v))
+    }
 }
 
 /// Walks the markers of `bytes`, which must start with `FF D8 FF`.
 ///
-/// Returns the image's header information, or the first structural problem found.
-pub(crate) fn walk(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
+/// Returns the image's header information, or the first structural problem found. A frame
+/// header over `limits` stops the walk there; scan data far too short for the declared size is
+/// refused at `EOI`.
+pub(crate) fn walk(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo, ProbeError> {
+    let walked = walk_to_eoi(bytes, limits)?;
+    let ImageInfo { width, height, .. } = walked.info;
+    check_scan_bytes(width, height, walked.mcu_size, walked.scan_bytes)?;
+    Ok(walked.info)
+}
+
+/// What the walk found by `EOI`.
+struct Walked {
+    info: ImageInfo,
+    /// The MCU's size in pixels.
+    mcu_size: (u32, u32),
+    /// Entropy-coded bytes of all scans, restart markers included.
+    scan_bytes: usize,
+}
+
+/// The walk itself, up to `EOI`, with the pixel limit checked at the frame header.
+fn walk_to_eoi(bytes: &[u8], limits: &DecodeLimits) -> Result<Walked, ProbeError> {
     debug_assert_eq!(ImageFormat::detect(bytes), ImageFormat::Jpeg);
     let mut pos = 2; // past SOI
     let mut frame: Option<Frame> = None;
     let mut adobe_transform: Option<u8> = None;
     let mut scans = 0_usize;
+    // Entropy-coded bytes of all scans, restart markers included.
+    let mut scan_bytes = 0_usize;
 
     loop {
         let marker_at = pos;
         let marker = read_marker(bytes, &mut pos)?;
         match marker {
-            EOI => return finish(frame, adobe_transform, scans, marker_at),
+            EOI => return finish(frame, adobe_transform, (scans, scan_bytes), marker_at),
             SOI => return Err(malformed(marker_at, "second SOI marker")),
             0xD0..=0xD7 => {
                 return Err(malformed(
@@ -128,7 +97,10 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
                 if frame.is_some() {
                     return Err(malformed(marker_at, "more than one SOF (frame header)"));
                 }
-                frame = Some(parse_frame(marker, payload, marker_at)?);
+                let parsed = parse_frame(marker, payload, marker_at)?;
+                let (width, height) = (u32::from(parsed.width), u32::from(parsed.height));
+                limits.check_pixels(ImageFormat::Jpeg, width, height)?;
+                frame = Some(parsed);
             }
             APP14 => {
                 if let Some(transform) = parse_adobe(payload, marker_at)? {
@@ -140,7 +112,9 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
                     return Err(malformed(marker_at, "SOS (scan) before SOF (frame header)"));
                 };
                 check_scan_header(frame, payload, marker_at)?;
+                let data_start = pos;
                 pos = skip_entropy_data(bytes, pos)?;
+                scan_bytes += pos - data_start;
                 scans += 1;
             }
             // DHT, DQT, DRI, DNL, APPn, COM, and the rest: skipped by their length.
@@ -153,9 +127,9 @@ pub(crate) fn walk(bytes: &[u8]) -> Result<ImageInfo, ProbeError> {
 fn finish(
     frame: Option<Frame>,
     adobe_transform: Option<u8>,
-    scans: usize,
+    (scans, scan_bytes): (usize, usize),
     eoi_at: usize,
-) -> Result<ImageInfo, ProbeError> {
+) -> Result<Walked, ProbeError> {
     let Some(frame) = frame else {
         return Err(malformed(eoi_at, "EOI without a SOF (frame header)"));
     };
@@ -170,12 +144,17 @@ fn finish(
         (4, _) => ColorModel::Cmyk,
         _ => ColorModel::Other, // rejected by parse_frame
     };
-    Ok(ImageInfo {
+    let info = ImageInfo {
         format: ImageFormat::Jpeg,
         width: u32::from(frame.width),
         height: u32::from(frame.height),
         color,
         progressive: frame.marker == SOF2,
+    };
+    Ok(Walked {
+        info,
+        mcu_size: frame.mcu_size(),
+        scan_bytes,
     })
 }
 
@@ -288,6 +267,7 @@ fn parse_frame(marker: u8, payload: &[u8], at: usize) -> Result<Frame, ProbeErro
     }
 
     let mut ids = [0_u8; 4];
+    let mut max_sampling = (1, 1);
     for (i, spec) in table.chunks_exact(3).enumerate() {
         let (id, sampling, quant_table) = (spec[0], spec[1], spec[2]);
         let (h, v) = (sampling >> 4, sampling & 0x0F);
@@ -307,6 +287,7 @@ fn parse_frame(marker: u8, payload: &[u8], at: usize) -> Result<Frame, ProbeErro
             return Err(malformed(at, format!("component id {id} appears twice")));
         }
         ids[i] = id;
+        max_sampling = (max_sampling.0.max(h), max_sampling.1.max(v));
     }
     Ok(Frame {
         marker,
@@ -314,6 +295,7 @@ fn parse_frame(marker: u8, payload: &[u8], at: usize) -> Result<Frame, ProbeErro
         height,
         ids,
         components: *components,
+        max_sampling,
     })
 }
 
@@ -431,26 +413,6 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn marker_names_follow_t81() {
-        let names = [
-            (0xC0, "SOF0"),
-            (0xC2, "SOF2"),
-            (0xC4, "DHT"),
-            (0xCC, "DAC"),
-            (0xCF, "SOF15"),
-            (0xD3, "RST3"),
-            (0xDA, "SOS"),
-            (0xE1, "APP1"),
-            (0xEE, "APP14"),
-            (0xFE, "COM"),
-            (0x42, "0xFF42"),
-        ];
-        for (code, name) in names {
-            assert_eq!(MarkerName(code).to_string(), name);
-        }
-    }
-
-    #[test]
     fn find_ff_finds_the_first_ff_at_every_position() {
         for len in 0..40 {
             for at in 0..len {
@@ -476,6 +438,126 @@ mod tests {
                 offset: 11
             })
         );
+    }
+
+    /// Real images, from the flattest (a solid colour, progressive, optimised Huffman tables, at
+    /// quality 1) to synthetic photographs and the golden tests' sources, hold many times the
+    /// scan data [`check_scan_bytes`] asks for, and at least the floor it is derived from (one
+    /// byte per 8 MCUs): the bound refuses no real image.
+    #[test]
+    fn real_images_hold_many_times_the_scan_data_the_bound_asks_for() {
+        use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+        use shardfeed_synth::{render_image, Split};
+
+        fn encode(
+            pixels: &[u8],
+            (w, h): (u32, u32),
+            color: ColorType,
+            quality: u8,
+            configure: impl FnOnce(&mut Encoder<&mut Vec<u8>>),
+        ) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut encoder = Encoder::new(&mut out, quality);
+            configure(&mut encoder);
+            encoder
+                .encode(pixels, w as u16, h as u16, color)
+                .expect("encodes");
+            out
+        }
+        /// Every layout ImageNet (and synth) holds, at a high and a very low quality.
+        fn variants(rgb: &[u8], size: (u32, u32)) -> Vec<Vec<u8>> {
+            let gray: Vec<u8> = rgb.chunks_exact(3).map(|p| p[1]).collect();
+            let cmyk: Vec<u8> = rgb
+                .chunks_exact(3)
+                .flat_map(|p| [p[0], p[1], p[2], 0])
+                .collect();
+            let mut out = Vec::new();
+            for quality in [90, 1] {
+                for sampling in [SamplingFactor::F_2_2, SamplingFactor::F_1_1] {
+                    for (progressive, optimized) in [(false, false), (true, true), (false, true)] {
+                        out.push(encode(rgb, size, ColorType::Rgb, quality, |e| {
+                            e.set_sampling_factor(sampling);
+                            e.set_progressive(progressive);
+                            e.set_optimized_huffman_tables(optimized);
+                        }));
+                    }
+                }
+                out.push(encode(&gray, size, ColorType::Luma, quality, |e| {
+                    e.set_progressive(true);
+                    e.set_optimized_huffman_tables(true);
+                }));
+                out.push(encode(&cmyk, size, ColorType::Cmyk, quality, |_| {}));
+            }
+            out
+        }
+
+        let mut images: Vec<(String, Vec<u8>)> = Vec::new();
+        for ((w, h), colours) in [
+            ((2048, 1536), &[[128, 128, 128]][..]),
+            (
+                (500, 375),
+                &[[128, 128, 128], [0, 0, 0], [255, 255, 255], [200, 30, 90]][..],
+            ),
+        ] {
+            for colour in colours {
+                let rgb = colour.repeat((w * h) as usize);
+                for (i, jpeg) in variants(&rgb, (w, h)).into_iter().enumerate() {
+                    images.push((format!("flat {colour:?} {w}x{h} variant {i}"), jpeg));
+                }
+            }
+        }
+        for k in 1..=8 {
+            let image = render_image(k % 10, 10, 3, Split::Train, k);
+            let size = (image.width, image.height);
+            for (i, jpeg) in variants(&image.data, size).into_iter().enumerate() {
+                images.push((format!("synth {k} {size:?} variant {i}"), jpeg));
+            }
+        }
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        for dir in ["sources", "jpeg"] {
+            for entry in std::fs::read_dir(golden.join(dir)).expect("golden files") {
+                let path = entry.expect("entry").path();
+                let bytes = std::fs::read(&path).expect("readable");
+                let name = path.display().to_string();
+                if path.extension().is_some_and(|e| e == "jpg") {
+                    images.push((name, bytes));
+                } else if path.extension().is_some_and(|e| e == "png") && dir == "sources" {
+                    let rgb = image::load_from_memory(&bytes).expect("PNG").into_rgb8();
+                    let size = rgb.dimensions();
+                    for (i, jpeg) in variants(rgb.as_raw(), size).into_iter().enumerate() {
+                        images.push((format!("{name} variant {i}"), jpeg));
+                    }
+                }
+            }
+        }
+
+        let no_limit = DecodeLimits {
+            max_pixels: u64::MAX,
+        };
+        let mut tightest = (f64::INFINITY, String::new());
+        for (name, jpeg) in &images {
+            assert!(walk(jpeg, &DecodeLimits::default()).is_ok(), "{name}");
+            let walked = walk_to_eoi(jpeg, &no_limit).expect("walks");
+            let (w, h) = (walked.info.width, walked.info.height);
+            let (mcu_w, mcu_h) = walked.mcu_size;
+            let mcus = u64::from(w.div_ceil(mcu_w)) * u64::from(h.div_ceil(mcu_h));
+            let bound = crate::limits::min_scan_bytes(w, h, mcu_w, mcu_h);
+            let bytes = walked.scan_bytes as u64;
+            assert!(8 * bytes >= mcus, "{name}: {bytes} bytes for {mcus} MCUs");
+            if bound > 0 {
+                let ratio = bytes as f64 / bound as f64;
+                if ratio < tightest.0 {
+                    tightest = (ratio, name.clone());
+                }
+            }
+        }
+        println!(
+            "{} images; tightest: {:.1}x the bound ({})",
+            images.len(),
+            tightest.0,
+            tightest.1
+        );
+        assert!(tightest.0 >= 16.0, "{tightest:?}");
     }
 
     proptest! {

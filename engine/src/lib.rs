@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod labels;
 pub mod layout;
 pub mod loader;
+mod panic;
 pub mod process;
 pub mod sampler;
 

@@ -345,11 +345,7 @@ fn prepare_guarded(
         Err(panic) => {
             // Its buffers may be in any state: start afresh.
             *reencoder = Reencoder::new();
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
+            let what = crate::panic::message(panic.as_ref());
             Outcome::Skip {
                 reason: format!("the decoder panicked: {what}"),
                 bytes_in: 0,

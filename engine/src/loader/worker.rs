@@ -128,11 +128,7 @@ fn attempt(
         Err(panic) => {
             // Its buffers may be in any state: start afresh.
             *augmenter = augmenter.renewed();
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
+            let what = crate::panic::message(panic.as_ref());
             Err(problem(format!("the decoder panicked: {what}")))
         }
     }

@@ -145,3 +145,36 @@ fn bench_refuses_what_is_not_a_dataset() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("manifest.json"), "{stderr}");
 }
+
+#[test]
+fn max_pixels_reaches_the_loader_and_strict_names_the_limit() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let train = dataset(t.path()).join("train");
+    let args = [
+        "bench",
+        s(&train),
+        "--size",
+        "32",
+        "--batch",
+        "4",
+        "--workers",
+        "1",
+        "--epochs",
+        "1",
+        "--warmup",
+        "0",
+        // Every synthetic image is larger than 10x10: each one is refused from its header.
+        "--max-pixels",
+        "100",
+        "--strict",
+    ];
+    let out = shardfeed(&args);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("more than the limit of 100 pixels"),
+        "{stderr}"
+    );
+    let out = shardfeed(&["bench", s(&train), "--max-pixels", "0"]);
+    assert_eq!(out.status.code(), Some(2), "a zero limit is a usage error");
+}

@@ -1072,3 +1072,40 @@ fn os_errors_are_printed_once() {
         )
     );
 }
+
+#[test]
+fn max_pixels_skips_images_whose_headers_declare_more() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let images = synth(t.path(), false);
+    let out = t.path().join("out");
+    // 60 x 60 pixels at most: every synthetic image (150 px and more a side) declares more.
+    let (code, text) = fails(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&out),
+        "--max-pixels",
+        "3600",
+        "--strict",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("more than the limit of 3600 pixels"),
+        "{text}"
+    );
+    // Without --strict they are skipped and listed, leaving splits with nothing to write.
+    let (_, text) = fails(&[
+        "shard",
+        s(&images),
+        "--out",
+        s(&out),
+        "--max-pixels",
+        "3600",
+    ]);
+    assert!(
+        text.contains("more than the limit of 3600 pixels"),
+        "{text}"
+    );
+    // The default keeps them all.
+    ok(&["shard", s(&images), "--out", s(&out)]);
+}

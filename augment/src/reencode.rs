@@ -135,6 +135,11 @@ impl Reencoder {
         self.decoder.set_limits(limits);
     }
 
+    /// The limits on the images decoded.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        self.decoder.limits()
+    }
+
     /// Decodes `bytes` (any supported format), shrinks it per `opts.max_side` with an
     /// antialiased bilinear filter, and encodes a baseline 4:2:0 RGB JPEG at `opts.quality`.
     ///

@@ -63,6 +63,7 @@ pub fn synthetic_dataset_with(
         strict: false,
         workers: 2,
         overwrite: true,
+        limits: Default::default(),
     };
     let cancel = AtomicBool::new(false);
     for split in ingest::discover(&images, None, None)? {

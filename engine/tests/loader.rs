@@ -354,6 +354,7 @@ fn with_image(dir: &Path, bad: u64, image: &[u8]) -> PathBuf {
         strict: false,
         workers: 1,
         overwrite: false,
+        limits: Default::default(),
     };
     let mut w = DatasetWriter::create(
         &out,

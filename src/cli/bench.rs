@@ -4,7 +4,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use shardfeed_engine::augment::{JpegBackend, TrainTransform, Transform, ValTransform};
+use shardfeed_engine::augment::{
+    DecodeLimits, JpegBackend, TrainTransform, Transform, ValTransform, DEFAULT_MAX_PIXELS,
+};
 use shardfeed_engine::loader::{Loader, LoaderConfig, LoaderMetrics};
 use shardfeed_engine::process::{self, MemoryStats};
 use shardfeed_engine::sampler::{LastBatch, Shuffle};
@@ -101,6 +103,10 @@ pub struct BenchArgs {
     /// Let libjpeg-turbo downscale crops at least twice the output's size inside the IDCT.
     #[arg(long)]
     dct_downscale: bool,
+    /// The most pixels an image's header may declare; more is a failed record (a decompression
+    /// bomb), replaced as any other (the default is Pillow's MAX_IMAGE_PIXELS).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pixels: u64,
     /// Print the results as JSON on stdout (no progress bar).
     #[arg(long)]
     json: bool,
@@ -166,6 +172,9 @@ fn config(a: &BenchArgs) -> LoaderConfig {
         epochs: Some(a.warmup + a.epochs),
         decoder: a.decoder,
         dct_downscale: a.dct_downscale,
+        decode_limits: DecodeLimits {
+            max_pixels: a.max_pixels,
+        },
     }
 }
 

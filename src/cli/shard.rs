@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shardfeed_engine::augment::ReencodeOptions;
+use shardfeed_engine::augment::{DecodeLimits, ReencodeOptions, DEFAULT_MAX_PIXELS};
 use shardfeed_engine::ingest::{
     self, escape_controls, FlatLabels, IngestOptions, Mode, Order, Sharding,
 };
@@ -41,6 +41,10 @@ pub struct ShardArgs {
     /// Make unusable inputs fatal instead of skipping and listing them.
     #[arg(long)]
     strict: bool,
+    /// The most pixels an image's header may declare; more is skipped as a decompression bomb
+    /// (the default is Pillow's MAX_IMAGE_PIXELS).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pixels: u64,
     /// Keep records in sorted path order instead of shuffling them across shards.
     #[arg(long)]
     no_shuffle: bool,
@@ -146,6 +150,9 @@ pub fn run(a: ShardArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1),
         overwrite: a.force,
+        limits: DecodeLimits {
+            max_pixels: a.max_pixels,
+        },
     };
     let splits = ingest::discover(&a.src, labels.as_ref(), classes.as_deref())?;
 

@@ -15,7 +15,9 @@ pub use names::{escape_controls, escape_name, unescape_name};
 
 use crate::rng;
 use crossbeam_channel::{bounded, unbounded, RecvTimeoutError};
-use shardfeed_augment::{probe, probe_deep, ReencodeOptions, Reencoder};
+use shardfeed_augment::{
+    probe_deep_with_limits, probe_with_limits, DecodeLimits, ReencodeOptions, Reencoder,
+};
 use shardfeed_shards::{
     BuildParams, DatasetSpec, DatasetWriter, ImageFormat, Manifest, Record, ShardLayout, WriteError,
 };
@@ -223,6 +225,9 @@ pub struct IngestOptions {
     pub workers: usize,
     /// Replace a dataset already in the output directory.
     pub overwrite: bool,
+    /// What an image's headers may declare: a file over it (a decompression bomb) is skipped
+    /// before any pixel buffer is sized. Default: Pillow's `MAX_IMAGE_PIXELS`.
+    pub limits: DecodeLimits,
 }
 
 /// What [`ingest_split`] did.
@@ -272,10 +277,11 @@ fn prepare(file: &InputFile, mode: &Mode, reencoder: &mut Reencoder) -> Outcome 
     let skip = |reason: String| Outcome::Skip { reason, bytes_in };
     match mode {
         Mode::Passthrough { deep_check } => {
+            let limits = reencoder.decode_limits();
             let info = if *deep_check {
-                probe_deep(&bytes)
+                probe_deep_with_limits(&bytes, &limits)
             } else {
-                probe(&bytes)
+                probe_with_limits(&bytes, &limits)
             };
             match info {
                 Ok(info) => Outcome::Ready(Prepared {
@@ -343,8 +349,10 @@ fn prepare_guarded(
     match catch_unwind(AssertUnwindSafe(|| prepare(file, mode, reencoder))) {
         Ok(outcome) => outcome,
         Err(panic) => {
-            // Its buffers may be in any state: start afresh.
+            // Its buffers may be in any state: start afresh, with the same limits.
+            let limits = reencoder.decode_limits();
             *reencoder = Reencoder::new();
+            reencoder.set_decode_limits(limits);
             let what = crate::panic::message(panic.as_ref());
             Outcome::Skip {
                 reason: format!("the decoder panicked: {what}"),
@@ -405,9 +413,10 @@ fn ingest_split_with(
         let (done_tx, done_rx) = unbounded::<(usize, Outcome)>();
         for _ in 0..workers {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
-            let (files, mode) = (&files, &opts.mode);
+            let (files, mode, limits) = (&files, &opts.mode, opts.limits);
             s.spawn(move || {
                 let mut reencoder = Reencoder::new();
+                reencoder.set_decode_limits(limits);
                 for i in job_rx {
                     let outcome = prepare_guarded(prepare, files[i], mode, &mut reencoder);
                     if done_tx.send((i, outcome)).is_err() {
@@ -533,6 +542,7 @@ mod tests {
             strict,
             workers: 2,
             overwrite: false,
+            limits: Default::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! [`TransformSchedule`], the transform of each epoch (progressive resizing).
 
 use crate::augment::{
-    Augmenter, JpegBackend, TrainTransform, Transform, TransformError, ValTransform,
+    Augmenter, DecodeLimits, JpegBackend, TrainTransform, Transform, TransformError, ValTransform,
 };
 use crate::sampler::{LastBatch, Shuffle};
 
@@ -137,6 +137,10 @@ pub struct LoaderConfig {
     /// twice the output size (see `Augmenter::set_dct_downscale`). Default `false`: pixels as
     /// torchvision's.
     pub dct_downscale: bool,
+    /// What an image's headers may declare: a record over it (a decompression bomb) fails from
+    /// its header, before any buffer grows, and is replaced as any failed record. Default:
+    /// Pillow's `MAX_IMAGE_PIXELS`.
+    pub decode_limits: DecodeLimits,
 }
 
 impl LoaderConfig {
@@ -160,6 +164,7 @@ impl LoaderConfig {
             epochs: None,
             decoder: JpegBackend::Turbo,
             dct_downscale: false,
+            decode_limits: DecodeLimits::default(),
         }
     }
 
@@ -177,6 +182,7 @@ impl LoaderConfig {
     pub fn augmenter(&self) -> Augmenter {
         let mut augmenter = Augmenter::with_backend(self.decoder);
         augmenter.set_dct_downscale(self.dct_downscale);
+        augmenter.set_decode_limits(self.decode_limits);
         augmenter
     }
 

@@ -1,18 +1,9 @@
 //! End-to-end: `shardfeed bench` on a small synthetic dataset, as a user or a script runs it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn shardfeed(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardfeed"))
-        .args(args)
-        .output()
-        .expect("run shardfeed")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+mod common;
+use common::{s, shardfeed};
 
 fn dataset(dir: &Path) -> PathBuf {
     shardfeed_engine::demo::synthetic_dataset(dir, 2, 6).expect("synthetic dataset")

@@ -4,38 +4,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn shardfeed(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardfeed"))
-        .args(args)
-        .output()
-        .expect("run shardfeed")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = shardfeed(args);
-    assert!(
-        out.status.success(),
-        "shardfeed {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> (i32, String) {
-    let out = shardfeed(args);
-    assert!(!out.status.success(), "shardfeed {args:?} should fail");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{fails, ok, s, shardfeed};
 
 /// A small synthetic ILSVRC-shaped folder with the oddities ImageNet really holds.
 fn synth(dir: &Path, oddities: bool) -> PathBuf {

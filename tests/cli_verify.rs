@@ -4,44 +4,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn shardfeed(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardfeed"))
-        .args(args)
-        .output()
-        .expect("run shardfeed")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = shardfeed(args);
-    assert!(
-        out.status.success(),
-        "shardfeed {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must fail; returns its exit code and stdout + stderr.
-fn fails(args: &[&str]) -> (i32, String) {
-    let out = shardfeed(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "shardfeed {args:?} should fail: {text}"
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{fails, ok, s};
 
 /// A synthetic ILSVRC-shaped folder (3 classes, train and val) sharded into `dir/shards`.
 fn sharded(dir: &Path) -> PathBuf {

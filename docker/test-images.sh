@@ -16,7 +16,16 @@ fi
 
 tag=shardfeed:test
 volume=shardfeed-test-$$
-cleanup() { docker volume rm -f "$volume" >/dev/null 2>&1 || true; }
+# `docker run --rm` returns when the container exits, and the daemon removes it a moment later:
+# until then the volume is in use, so its removal is retried.
+cleanup() {
+  for _ in $(seq 40); do
+    docker volume inspect "$volume" >/dev/null 2>&1 || return 0
+    docker volume rm "$volume" >/dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  echo "docker image test: could not remove volume $volume" >&2
+}
 trap cleanup EXIT
 fail() { echo "docker image test: FAILED: $*" >&2; exit 1; }
 

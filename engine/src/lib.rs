@@ -7,6 +7,7 @@
 //! - [`loader`]: the engine. [`Loader`](loader::Loader) yields [`Batch`](loader::Batch)es of
 //!   augmented images (N x H x W x 3 `u8`) and labels from a dataset, on every core, in an order
 //!   fixed by (seed, epoch, rank, world), resumable at any batch.
+//! - [`remote`]: the same batches computed by `shardfeed serve` workers on other hosts.
 //! - [`sampler`]: that order, as pure functions.
 //! - [`ingest`]: `shardfeed shard`, an image folder (ILSVRC2012 layout) into verified shards.
 //! - [`labels`]: parsers for the label files of a flat validation folder.
@@ -25,9 +26,11 @@ pub mod layout;
 pub mod loader;
 mod panic;
 pub mod process;
+pub mod remote;
 pub mod sampler;
 
 pub use shardfeed_augment as augment;
 pub use shardfeed_rng as rng;
 pub use shardfeed_shards as shards;
 pub use shardfeed_synth as synth;
+pub use shardfeed_wire as wire;

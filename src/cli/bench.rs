@@ -7,12 +7,14 @@ use clap::{Args, ValueEnum};
 use shardfeed_engine::augment::{
     DecodeLimits, JpegBackend, TrainTransform, Transform, ValTransform, DEFAULT_MAX_PIXELS,
 };
-use shardfeed_engine::loader::{Loader, LoaderConfig, LoaderMetrics};
+use shardfeed_engine::loader::{Loader, LoaderConfig, LoaderMetrics, StreamDigest};
 use shardfeed_engine::process::{self, MemoryStats};
 use shardfeed_engine::sampler::{LastBatch, Shuffle};
+use shardfeed_engine::shards::Dataset;
 use shardfeed_engine::shards::MANIFEST_FILE;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +112,12 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (no progress bar).
     #[arg(long)]
     json: bool,
+    /// Print a SHA-256 over every delivered batch (labels and pixels, in delivery order, warm-up
+    /// included): the same for the same settings whatever the workers, local or remote.
+    #[arg(long)]
+    digest: bool,
+    #[command(flatten)]
+    remote: super::serve::RemoteArgs,
 }
 
 /// What one epoch measured.
@@ -187,8 +195,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--epochs must be at least 1");
     }
     let dir = dataset_dir(&a.dir, a.transform);
-    let mut loader =
-        Loader::open(&dir, config(&a)).with_context(|| format!("opening {}", dir.display()))?;
+    let (mut loader, _local_workers) = if a.remote.enabled() {
+        let dataset = Dataset::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        let client = format!("bench:{}/rank{}", std::process::id(), a.rank);
+        let (remote, local) = a.remote.config(&dir, client)?;
+        let loader = Loader::remote(Arc::new(dataset), config(&a), remote)
+            .with_context(|| format!("opening {}", dir.display()))?;
+        (loader, Some(local))
+    } else {
+        let loader =
+            Loader::open(&dir, config(&a)).with_context(|| format!("opening {}", dir.display()))?;
+        (loader, None)
+    };
+    let mut digest = a.digest.then(StreamDigest::default);
     let total = a.warmup + a.epochs;
     let pb = if a.json {
         indicatif::ProgressBar::hidden()
@@ -217,6 +236,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         let mut batches = loader.epoch(epoch);
         for batch in batches.by_ref() {
             let batch = batch.with_context(|| format!("epoch {epoch}"))?;
+            if let Some(d) = digest.as_mut() {
+                d.update(&batch);
+            }
             images += batch.len() as u64;
             pb.inc(1);
             let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -244,6 +266,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         results: &results,
         timed,
         cpu,
+        digest: digest.map(|d| d.hex()),
     };
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&summary.json())?);
@@ -270,6 +293,7 @@ struct Summary<'a> {
     results: &'a [EpochResult],
     timed: LoaderMetrics,
     cpu: Duration,
+    digest: Option<String>,
 }
 
 impl Summary<'_> {
@@ -282,7 +306,50 @@ impl Summary<'_> {
     }
 
     fn per_worker(&self) -> f64 {
-        self.timed.images_per_sec() / self.loader.workers() as f64
+        self.timed.images_per_sec() / self.loader.workers().max(1) as f64
+    }
+
+    fn print_remote(&self) {
+        let Some(stats) = self.loader.remote_stats() else {
+            return;
+        };
+        let secs = self
+            .results
+            .iter()
+            .map(|r| r.metrics.elapsed.as_secs_f64())
+            .sum::<f64>()
+            .max(1e-9);
+        outln!(
+            "remote: {} workers, {} batches reassigned, {} retried after a failed answer",
+            stats.workers.len(),
+            stats.reassigned,
+            stats.retries
+        );
+        outln!(
+            "{:>24} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
+            "worker",
+            "batches",
+            "images",
+            "img/s",
+            "lost",
+            "missed",
+            "failed"
+        );
+        for (addr, w) in &stats.workers {
+            outln!(
+                "{:>24} {:>8} {:>8} {:>8.0} {:>6} {:>6} {:>6}",
+                addr,
+                w.batches,
+                w.images,
+                w.images as f64 / secs,
+                w.lost,
+                w.deadline_misses,
+                w.refusals
+            );
+        }
+        for line in &stats.log {
+            outln!("  {line}");
+        }
     }
 
     fn per_cpu_second(&self) -> f64 {
@@ -374,6 +441,10 @@ impl Summary<'_> {
             super::human_bytes(self.peak_rss()),
             self.loader.metrics().failures,
         );
+        self.print_remote();
+        if let Some(d) = &self.digest {
+            outln!("digest: {d}");
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -451,6 +522,24 @@ impl Summary<'_> {
             "peak_rss_bytes": self.peak_rss(),
             "failures": l.metrics().failures,
             "failed_records": failed,
+            "digest": self.digest,
+            "remote": l.remote_stats().map(|s| serde_json::json!({
+                "reassigned": s.reassigned,
+                "retries": s.retries,
+                "workers": s.workers.iter().map(|(addr, w)| serde_json::json!({
+                    "address": addr,
+                    "name": w.name,
+                    "batches": w.batches,
+                    "images": w.images,
+                    "bytes": w.bytes,
+                    "lost": w.lost,
+                    "deadline_misses": w.deadline_misses,
+                    "refusals": w.refusals,
+                    "connect_failures": w.connect_failures,
+                    "last_error": w.last_error,
+                })).collect::<Vec<_>>(),
+                "log": s.log,
+            })),
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod out;
 mod bench;
 mod files;
 mod inspect;
+mod serve;
 mod shard;
 mod synth;
 mod verify;
@@ -51,6 +52,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Measure the loader: images/s, time per stage, worker busy %, memory.
     Bench(bench::BenchArgs),
+    /// Compute batches for remote clients (trainers, `bench --remote`) on this host's cores.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command; `Ok` carries the exit code (1 when a check found problems).
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(a) => inspect::extract(a),
         Command::Synth(a) => synth::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

@@ -74,13 +74,22 @@ impl OrderCache {
     }
 }
 
+/// Which batches a stream makes.
+pub(crate) enum Walk {
+    /// Every batch from this position on, in order (a training loop's stream).
+    From(Position),
+    /// The positions sent on this channel, in the order sent, until it closes (what a worker of
+    /// `shardfeed serve` computes for a client). The sender checks each is in range.
+    Requested(Receiver<Position>),
+}
+
 /// Everything the dispatcher needs.
 pub(crate) struct Dispatcher {
     pub orders: OrderCache,
     pub schedule: TransformSchedule,
     pub batch_size: usize,
     pub batches_per_epoch: u64,
-    pub start: Position,
+    pub walk: Walk,
     /// Stop before this epoch.
     pub end_epoch: Option<u64>,
     pub readahead: usize,
@@ -99,17 +108,33 @@ impl Dispatcher {
         self.end_epoch.is_some_and(|end| p.epoch >= end)
     }
 
-    /// Runs until the last epoch is dispatched or the stream is torn down.
+    /// Runs until the last epoch is dispatched (or the requests end) or the stream is torn down.
     pub fn run(mut self) {
-        let mut cursor = self.start;
-        let mut ahead = self.start; // next batch to read ahead
+        let (mut cursor, requests) =
+            match std::mem::replace(&mut self.walk, Walk::From(Position::default())) {
+                Walk::From(p) => (p, None),
+                Walk::Requested(rx) => (Position::default(), Some(rx)),
+            };
+        let mut ahead = cursor; // next batch to read ahead
         let mut seq = 0u64;
         loop {
             // select! picks at random among ready channels: look for the stop first.
-            if self.at_end(cursor) || self.stop_rx.try_recv() == Err(TryRecvError::Disconnected) {
+            if self.stop_rx.try_recv() == Err(TryRecvError::Disconnected) {
                 return;
             }
-            self.read_ahead(cursor, &mut ahead);
+            match &requests {
+                None if self.at_end(cursor) => return,
+                None => self.read_ahead(cursor, &mut ahead),
+                Some(rx) => {
+                    cursor = select! {
+                        recv(rx) -> p => match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                        recv(self.stop_rx) -> _ => return,
+                    };
+                }
+            }
             let state = select! {
                 recv(self.pool_rx) -> s => match s {
                     Ok(s) => s,
@@ -122,7 +147,9 @@ impl Dispatcher {
                 return;
             }
             seq += 1;
-            cursor = cursor.next(self.batches_per_epoch);
+            if requests.is_none() {
+                cursor = cursor.next(self.batches_per_epoch);
+            }
         }
     }
 

@@ -66,6 +66,9 @@ pub enum OpenError {
     /// The sample order cannot be made (rank, world, dataset too small for drop).
     #[error("invalid sample order: {0}")]
     Sampler(#[from] SamplerError),
+    /// The remote source cannot be set up.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 /// Making a batch failed. After an error the epoch's iterator ends; [`Loader::resume`]
@@ -123,6 +126,9 @@ pub enum BatchError {
     /// A loader thread stopped unexpectedly (a bug: please report it).
     #[error("a loader thread stopped unexpectedly: {0}")]
     ThreadDied(&'static str),
+    /// The remote workers could not deliver the batch.
+    #[error("remote source: {0}")]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 #[cfg(test)]

@@ -56,30 +56,36 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod batch;
+pub(crate) mod batch;
 mod config;
-mod dispatch;
+mod digest;
+pub(crate) mod dispatch;
 mod error;
 mod metrics;
 mod readahead;
+pub mod recipe;
 mod stream;
 mod worker;
 
 pub use batch::Batch;
 pub use config::{ConfigError, LoaderConfig, TransformSchedule};
+pub use digest::StreamDigest;
 pub use error::{BatchError, OpenError, RecordFailure};
 pub use metrics::LoaderMetrics;
 
 use crate::augment::Augmenter;
+use crate::remote::connection::HelloParts;
+use crate::remote::coordinator::Coordinator;
+use crate::remote::{RemoteConfig, RemoteError, RemoteStats};
 use crate::sampler::{per_rank_count, SamplerError};
 use batch::Pool;
 use crossbeam_channel::bounded;
-use dispatch::{Dispatcher, OrderCache, OrderParams};
+use dispatch::{Dispatcher, OrderCache, OrderParams, Walk};
 use metrics::{ConsumerCounters, ReadaheadCounters, WorkerCounters};
 use shardfeed_shards::Dataset;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use stream::{Stream, StreamStart};
 use worker::WorkerContext;
@@ -148,6 +154,14 @@ pub struct Loader {
     readahead_counters: Arc<ReadaheadCounters>,
     consumer: ConsumerCounters,
     failures: Vec<RecordFailure>,
+    remote: Option<RemoteSource>,
+}
+
+/// A loader's remote workers ([`Loader::remote`]).
+struct RemoteSource {
+    config: RemoteConfig,
+    hello: HelloParts,
+    stats: Arc<Mutex<RemoteStats>>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -214,12 +228,89 @@ impl Loader {
             failures: Vec::new(),
             started: Instant::now(),
             stream: None,
+            remote: None,
             workers,
             pool,
             params,
             dataset,
             config,
         })
+    }
+
+    /// A loader whose batches are computed by `shardfeed serve` workers ([`crate::remote`]):
+    /// the same batches, byte for byte, as [`Loader::new`] with the same `config` gives, made on
+    /// other hosts. This process reads only the dataset's manifest and shard index (for the
+    /// sample order and the handshake's fingerprint) and runs no decode thread; `config.workers`
+    /// and `config.readahead` are the workers' business and are ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Loader::new`], or [`OpenError::Remote`] when the manifest cannot be read for the
+    /// fingerprint.
+    pub fn remote(
+        dataset: Arc<Dataset>,
+        config: LoaderConfig,
+        remote: RemoteConfig,
+    ) -> Result<Loader, OpenError> {
+        let path = dataset.dir().join(shardfeed_shards::MANIFEST_FILE);
+        let manifest = std::fs::read(&path).map_err(|e| RemoteError::Manifest {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+        let hello = HelloParts {
+            dataset: shardfeed_wire::auth::dataset_fingerprint(&manifest),
+            recipe: recipe::canonical(&config),
+            client: remote.client_name.clone(),
+            token: remote.token.clone(),
+        };
+        let mut loader = Loader::new(
+            dataset,
+            LoaderConfig {
+                workers: 1,
+                ..config
+            },
+        )?;
+        loader.workers = 0;
+        loader.augmenters.clear();
+        loader.worker_counters = Arc::new([]);
+        loader.remote = Some(RemoteSource {
+            config: remote,
+            hello,
+            stats: Arc::default(),
+        });
+        Ok(loader)
+    }
+
+    /// What the remote source counted (per worker, reassignments, its fault log); `None` for
+    /// a local loader.
+    pub fn remote_stats(&self) -> Option<RemoteStats> {
+        self.remote.as_ref().map(|r| {
+            r.stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    }
+
+    /// The shared counters of the remote source, for a metrics endpoint that reads them while
+    /// the loader runs on another thread; `None` for a local loader.
+    pub fn remote_stats_handle(&self) -> Option<Arc<Mutex<RemoteStats>>> {
+        self.remote.as_ref().map(|r| Arc::clone(&r.stats))
+    }
+
+    /// The batches at the positions sent on `requests`, in the order sent, until `requests`
+    /// closes: what a `shardfeed serve` worker computes for one client. Each position must be
+    /// in range (batch < [`batches_per_epoch`](Self::batches_per_epoch)); `epochs` is not
+    /// applied. Any stream running before is stopped.
+    pub fn on_demand(&mut self, requests: crossbeam_channel::Receiver<Position>) -> OnDemand<'_> {
+        if let Some(mut s) = self.stream.take() {
+            self.augmenters = s.stop();
+        }
+        let error = self.start_walk(Walk::Requested(requests)).err();
+        OnDemand {
+            loader: self,
+            error,
+        }
     }
 
     /// The batches of `epoch`, from its first. If the loader was already producing exactly
@@ -269,6 +360,53 @@ impl Loader {
     }
 
     fn start_stream(&mut self, from: Position) -> Result<(), BatchError> {
+        if self.remote.is_some() {
+            return self.start_remote(from);
+        }
+        self.start_walk(Walk::From(from))
+    }
+
+    fn start_remote(&mut self, from: Position) -> Result<(), BatchError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let c = &self.config;
+        let (done_tx, done_rx) = bounded(self.pool.size);
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let coordinator = Coordinator {
+            config: remote.config.clone(),
+            hello: remote.hello.clone(),
+            orders: OrderCache::new(self.params.clone(), Arc::clone(&self.dataset)),
+            schedule: c.transform.clone(),
+            batch_size: c.batch_size,
+            batches_per_epoch: self.batches_per_epoch,
+            start: from,
+            end_epoch: c.epochs,
+            dataset_len: self.dataset.len(),
+            pool_rx: self.pool.free_rx.clone(),
+            pool_tx: self.pool.free_tx.clone(),
+            stop_rx,
+            done: done_tx,
+            stats: Arc::clone(&remote.stats),
+            started: self.started,
+        };
+        let producer = std::thread::Builder::new()
+            .name("shardfeed-remote".into())
+            .spawn(move || coordinator.run())
+            .map_err(BatchError::Spawn)?;
+        self.stream = Some(Stream::remote(
+            from,
+            self.batches_per_epoch,
+            c.epochs,
+            &self.pool,
+            done_rx,
+            stop_tx,
+            producer,
+        ));
+        Ok(())
+    }
+
+    fn start_walk(&mut self, walk: Walk) -> Result<(), BatchError> {
         let c = &self.config;
         let (tasks_tx, tasks_rx) = bounded(self.pool.size * c.batch_size);
         let (done_tx, done_rx) = bounded(self.pool.size);
@@ -285,8 +423,12 @@ impl Loader {
             schedule: c.transform.clone(),
             batch_size: c.batch_size,
             batches_per_epoch: self.batches_per_epoch,
-            start: from,
-            end_epoch: c.epochs,
+            end_epoch: if matches!(walk, Walk::Requested(_)) {
+                None
+            } else {
+                c.epochs
+            },
+            walk,
             readahead: c.readahead,
             pool_rx: self.pool.free_rx.clone(),
             pool_tx: self.pool.free_tx.clone(),
@@ -387,6 +529,38 @@ impl Loader {
     /// None for a loader that was made: the order was checked then.
     pub fn order(&self, epoch: u64) -> Result<crate::sampler::RankOrder, SamplerError> {
         self.params.plan(&self.dataset, epoch)
+    }
+}
+
+/// The batches of [`Loader::on_demand`], in the order requested: an iterator of
+/// `Result<Batch, BatchError>` that ends when the requests end and every one was answered, or
+/// after an error.
+pub struct OnDemand<'a> {
+    loader: &'a mut Loader,
+    error: Option<BatchError>,
+}
+
+impl OnDemand<'_> {
+    /// The loader.
+    pub fn loader(&self) -> &Loader {
+        self.loader
+    }
+}
+
+impl Iterator for OnDemand<'_> {
+    type Item = Result<Batch, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        let loader = &mut *self.loader;
+        let stream = loader.stream.as_mut()?;
+        let item = stream.next_batch(&loader.pool, &mut loader.consumer)?;
+        if let Ok(batch) = &item {
+            loader.consumer.failures += batch.failures().len() as u64;
+        }
+        Some(item)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::augment::Augmenter;
 use crate::loader::batch::{Batch, Pool};
-use crate::loader::dispatch::Dispatcher;
+use crate::loader::dispatch::{Dispatcher, Walk};
 use crate::loader::error::BatchError;
 use crate::loader::metrics::{ConsumerCounters, ReadaheadCounters};
 use crate::loader::readahead;
@@ -39,6 +39,9 @@ pub(crate) struct Stream {
     readahead: Option<JoinHandle<()>>,
     /// An error was delivered (or a thread died): the stream yields nothing more.
     pub failed: bool,
+    /// Batches at requested positions ([`Walk::Requested`]), in the order requested: `next` is
+    /// not used, and the stream ends when the requests do.
+    requested: bool,
 }
 
 /// What starting a stream needs from the loader.
@@ -71,8 +74,13 @@ impl Stream {
             hints_rx,
             readahead_counters,
         } = s;
+        let (next, requested) = match &dispatcher.walk {
+            Walk::From(p) => (*p, false),
+            Walk::Requested(_) => (Position::default(), true),
+        };
         let mut stream = Stream {
-            next: dispatcher.start,
+            next,
+            requested,
             batches_per_epoch: dispatcher.batches_per_epoch,
             end_epoch: dispatcher.end_epoch,
             seq: 0,
@@ -128,6 +136,35 @@ impl Stream {
             }
         }
         Ok(stream)
+    }
+
+    /// A stream whose batches come from `producer`, a thread started by the caller (the remote
+    /// source's coordinator) that fills pool buffers and sends each finished batch on `done`,
+    /// tagged with its sequence number, in any order; it stops when `stop_tx` is dropped.
+    pub fn remote(
+        start: Position,
+        batches_per_epoch: u64,
+        end_epoch: Option<u64>,
+        pool: &Pool,
+        done: Receiver<Batch>,
+        stop_tx: Sender<()>,
+        producer: JoinHandle<()>,
+    ) -> Stream {
+        Stream {
+            next: start,
+            requested: false,
+            batches_per_epoch,
+            end_epoch,
+            seq: 0,
+            done,
+            ring: (0..pool.size).map(|_| None).collect(),
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_tx: Some(stop_tx),
+            dispatcher: Some(producer),
+            workers: Vec::new(),
+            readahead: None,
+            failed: false,
+        }
     }
 
     /// True when the consumer has had every batch of the configured epochs.
@@ -187,6 +224,10 @@ impl Stream {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.failed = true;
+                    if self.requested {
+                        // Every request was answered and the requests ended.
+                        return None;
+                    }
                     return Some(Err(BatchError::ThreadDied("the pipeline")));
                 }
             }
@@ -196,8 +237,10 @@ impl Stream {
             self.failed = true;
             return Some(Err(e));
         }
-        debug_assert_eq!(batch.position(), self.next, "batches arrive in order");
-        self.next = self.next.next(self.batches_per_epoch);
+        if !self.requested {
+            debug_assert_eq!(batch.position(), self.next, "batches arrive in order");
+            self.next = self.next.next(self.batches_per_epoch);
+        }
         counters.batches += 1;
         counters.samples += batch.len() as u64;
         batch.hand_out(&pool.held);

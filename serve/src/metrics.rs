@@ -117,7 +117,12 @@ impl Metrics {
 }
 
 /// A per-client series: name, type, help, and which counter.
-type Series = (&'static str, &'static str, &'static str, fn(&ClientCounters) -> &AtomicU64);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ClientCounters) -> &AtomicU64,
+);
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")

@@ -2,6 +2,8 @@
 //! succeeds or fails. (Each test file uses some of them.)
 #![allow(dead_code)]
 
+pub mod workers;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

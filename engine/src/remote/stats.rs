@@ -141,7 +141,12 @@ impl RemoteStats {
 }
 
 /// A per-worker series: name, type, help, and how to read it.
-type Series = (&'static str, &'static str, &'static str, fn(&WorkerStats) -> u64);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerStats) -> u64,
+);
 
 /// A label value, escaped as the exposition format asks.
 pub(crate) fn escape(s: &str) -> String {

@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub write_timeout: Duration,
     /// Log connections and their ends on stderr. Default true.
     pub log: bool,
+    /// Benchmark mode: answer with ready-made pixels of the right shape instead of decoding
+    /// (measures the transport alone; the bytes are not the batches asked for). Default false.
+    pub replay: bool,
 }
 
 impl ServeConfig {
@@ -58,6 +61,7 @@ impl ServeConfig {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(60),
             log: true,
+            replay: false,
         }
     }
 }
@@ -156,6 +160,7 @@ impl Server {
             max_in_flight: config.max_in_flight,
             handshake_timeout: config.handshake_timeout,
             write_timeout: config.write_timeout,
+            replay: config.replay,
             metrics: Arc::clone(&metrics),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub handshake_timeout: Duration,
     /// The longest one batch may take to write before the client counts as gone.
     pub write_timeout: Duration,
+    /// Benchmark mode: answer every request with ready-made pixels of the right shape, computed
+    /// once, instead of decoding (what the transport alone costs).
+    pub replay: bool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -198,6 +201,19 @@ async fn handshake(
 }
 
 async fn serve_requests(
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    loader: Loader,
+    client: &str,
+    shared: &Shared,
+) -> Outcome {
+    if shared.replay {
+        return replay_requests(rd, wr, loader, client, shared).await;
+    }
+    compute_requests(rd, wr, loader, client, shared).await
+}
+
+async fn compute_requests(
     mut rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     loader: Loader,
@@ -308,6 +324,90 @@ async fn serve_requests(
     };
     in_flight.store(0, Ordering::Relaxed);
     outcome
+}
+
+/// Benchmark mode (`--replay`): every request is answered at once with pixels made once (the
+/// session's first batch, repeated), labels and records of zero: the bytes a client receives are
+/// not the batch it asked for, only its shape, so only the transport is measured.
+async fn replay_requests(
+    mut rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    mut loader: Loader,
+    client: &str,
+    shared: &Shared,
+) -> Outcome {
+    let (batch_size, per_epoch, batches_per_epoch) = (
+        loader.config().batch_size as u64,
+        loader.samples_per_epoch(),
+        loader.batches_per_epoch(),
+    );
+    let schedule = loader.config().transform.clone();
+    let counters = shared.metrics.client(client);
+    // One real batch, made once, off the runtime.
+    let made = tokio::task::spawn_blocking(move || {
+        let first = loader.epoch(0).next();
+        first.map(|b| b.map(|b| b.images().to_vec()))
+    })
+    .await
+    .map_err(|e| format!("replay batch: {e}"))?;
+    let mut pixels = match made {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return Err(format!("replay batch: {e}")),
+        None => return Err("replay batch: the dataset makes no batch".into()),
+    };
+    let largest = batch_size as usize * schedule.max_output_len();
+    pixels.resize(largest.max(pixels.len()), 0);
+    let mut head = Vec::new();
+    loop {
+        let Some(h) = read_header(&mut rd).await? else {
+            return Ok("client closed the connection".to_owned());
+        };
+        match h.kind {
+            Kind::Request => {
+                let r = Request::decode(&read_control(&mut rd, &h).await?)
+                    .map_err(|e| e.to_string())?;
+                if r.batch >= batches_per_epoch {
+                    return Err(format!(
+                        "asked for batch {} past the epoch's {batches_per_epoch}",
+                        r.batch
+                    ));
+                }
+                let count = batch_size.min(per_epoch - r.batch * batch_size) as u32;
+                let side = schedule.at(r.epoch).size();
+                let meta = BatchMeta {
+                    epoch: r.epoch,
+                    batch: r.batch,
+                    count,
+                    side,
+                    padding: 0,
+                    failures: 0,
+                    failure_bytes: 0,
+                };
+                let length =
+                    u32::try_from(meta.payload_len()).map_err(|_| "batch too large for a frame")?;
+                head.clear();
+                head.extend_from_slice(&FrameHeader::new(Kind::Batch, length, h.request).encode());
+                head.extend_from_slice(&meta.encode());
+                head.resize(head.len() + 12 * count as usize, 0);
+                let body = &pixels[..meta.pixels_len() as usize];
+                write_all_vectored(&mut wr, &head, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .images
+                    .fetch_add(u64::from(count), Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(meta.payload_len(), Ordering::Relaxed);
+            }
+            Kind::Cancel => {
+                read_control(&mut rd, &h).await?;
+            }
+            Kind::Goodbye => return Ok("client said goodbye".to_owned()),
+            other => return Err(format!("unexpected {other:?} frame after the handshake")),
+        }
+    }
 }
 
 /// Writes one `Batch` frame: header, meta, labels, records and failures from one small buffer,

@@ -325,6 +325,14 @@ impl Summary<'_> {
             stats.reassigned,
             stats.retries
         );
+        let t = &self.timed;
+        let side = u64::from(self.args.size);
+        let gb = (t.images * side * side * 3) as f64 / 1e9;
+        outln!(
+            "received {:.3} GB/s into batch buffers (timed epochs), {:.3} CPU-seconds per GB",
+            gb / t.elapsed.as_secs_f64().max(1e-9),
+            self.cpu.as_secs_f64() / gb.max(1e-12),
+        );
         outln!(
             "{:>24} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
             "worker",
@@ -526,6 +534,8 @@ impl Summary<'_> {
             "remote": l.remote_stats().map(|s| serde_json::json!({
                 "reassigned": s.reassigned,
                 "retries": s.retries,
+                "received_gb_per_sec": (self.timed.images * u64::from(a.size).pow(2) * 3) as f64 / 1e9 / self.timed.elapsed.as_secs_f64().max(1e-9),
+                "cpu_seconds_per_gb": self.cpu.as_secs_f64() / ((self.timed.images * u64::from(a.size).pow(2) * 3) as f64 / 1e9).max(1e-12),
                 "workers": s.workers.iter().map(|(addr, w)| serde_json::json!({
                     "address": addr,
                     "name": w.name,

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Serve Prometheus text at http://ADDR/metrics (and /healthz).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Benchmark the transport: answer every request with ready-made pixels of the right shape
+    /// (not the batch asked for) instead of decoding.
+    #[arg(long)]
+    replay: bool,
 }
 
 /// Reads a shared secret from `path`.
@@ -55,6 +59,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: a.max_in_flight,
         max_clients: a.max_clients,
         metrics: a.metrics,
+        replay: a.replay,
         ..ServeConfig::new(&a.dir)
     };
     let server = Server::start(config)?;

@@ -179,6 +179,22 @@ pub struct Args {
     /// Stop after N steps in total.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Take the shards data's batches from `shardfeed serve` workers (HOST:PORT[,...]) instead
+    /// of this host's cores: the same bytes, so the same training.
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// A file of worker addresses, re-read while the job runs (workers may join and leave).
+    #[arg(long)]
+    pub remote_file: Option<PathBuf>,
+    /// The workers' shared secret (a file of at least 16 bytes).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Seconds a worker has to answer before its batch is asked of another.
+    #[arg(long, default_value_t = 30.0)]
+    pub remote_deadline: f64,
+    /// Serve the remote source's counters as Prometheus text at http://ADDR/metrics (rank 0).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Print images/s measured after this many steps (benchmark mode).
     #[arg(long)]
     pub bench_warmup: Option<u64>,
@@ -529,7 +545,12 @@ fn run_replica(
     replica
         .sync_from_rank0(avg.as_mut())
         .map_err(LaunchError::Train)?;
-    let (mut train_loader, mut val_loader) = loaders(args, plan, rank)?;
+    let (mut train_loader, mut val_loader, remote_stats) = loaders(args, plan, rank)?;
+    if let (0, Some(addr), Some(stats)) = (rank, args.metrics_listen, &remote_stats) {
+        let bound = shardfeed_engine::remote::serve_metrics(addr, std::sync::Arc::clone(stats))
+            .map_err(|e| LaunchError::Usage(format!("--metrics-listen {addr}: {e}")))?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     let global_batch = args.batch_size * world;
     let defaults = mlperf_defaults(global_batch as u64);
     let schedule = PolyWarmup::new(
@@ -599,6 +620,13 @@ fn run_replica(
         &mut TeeRef(reports.as_mut(), &mut bench),
         stop,
     )?;
+    if let (0, Some(stats)) = (rank, &remote_stats) {
+        report_remote(
+            &stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
     Ok(Outcome {
         step: summary.step,
         interrupted: summary.interrupted,
@@ -608,13 +636,79 @@ fn run_replica(
 
 type BoxedLoader = Box<dyn DeviceLoader>;
 
+/// The train loader's remote counters, shared with the metrics endpoint.
+type SharedRemoteStats = std::sync::Arc<std::sync::Mutex<shardfeed_engine::remote::RemoteStats>>;
+
+/// What the remote source saw, at the end of a run: per worker, and its fault log.
+fn report_remote(stats: &shardfeed_engine::remote::RemoteStats) {
+    eprintln!(
+        "remote: {} workers, {} batches reassigned, {} retried",
+        stats.workers.len(),
+        stats.reassigned,
+        stats.retries
+    );
+    for (addr, w) in &stats.workers {
+        eprintln!(
+            "  {addr}: {} batches, {} images, lost {}, deadline misses {}",
+            w.batches, w.images, w.lost, w.deadline_misses
+        );
+    }
+    for line in &stats.log {
+        eprintln!("  {line}");
+    }
+}
+
+/// The remote source's settings from the flags, when workers are given.
+fn remote_config(
+    args: &Args,
+    rank: usize,
+) -> Result<Option<shardfeed_engine::remote::RemoteConfig>, LaunchError> {
+    use shardfeed_engine::remote::{RemoteConfig, WorkerList};
+    if args.remote.is_none() && args.remote_file.is_none() {
+        return Ok(None);
+    }
+    if !(args.remote_deadline > 0.0 && args.remote_deadline.is_finite()) {
+        return Err(LaunchError::Usage(
+            "--remote-deadline must be a positive number of seconds".into(),
+        ));
+    }
+    let mut workers = args
+        .remote
+        .as_deref()
+        .map(WorkerList::parse_addresses)
+        .unwrap_or_default();
+    workers.file.clone_from(&args.remote_file);
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| LaunchError::Usage(format!("reading {}: {e}", path.display())))?;
+            Some(
+                shardfeed_engine::wire::auth::Token::from_file_bytes(bytes).ok_or_else(|| {
+                    LaunchError::Usage(format!(
+                        "{}: a token must hold at least 16 bytes",
+                        path.display()
+                    ))
+                })?,
+            )
+        }
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "trainer".into());
+    Ok(Some(RemoteConfig {
+        token,
+        deadline: std::time::Duration::from_secs_f64(args.remote_deadline),
+        client_name: format!("{host}:{}/rank{rank}", std::process::id()),
+        ..RemoteConfig::new(workers)
+    }))
+}
+
 /// The replica's train and val loaders: batches made on the device, or the shards pipeline
 /// (this replica's partition: rank = replica, world = replicas) fed through pinned staging memory.
 fn loaders(
     args: &Args,
     plan: &Plan,
     rank: usize,
-) -> Result<(BoxedLoader, Option<BoxedLoader>), LaunchError> {
+) -> Result<(BoxedLoader, Option<BoxedLoader>, Option<SharedRemoteStats>), LaunchError> {
     let device = plan.devices[rank];
     let world = plan.devices.len();
     let size = (plan.image_size, plan.image_size);
@@ -639,7 +733,7 @@ fn loaders(
                 ..config
             },
         )?;
-        return Ok((Box::new(train), Some(Box::new(val))));
+        return Ok((Box::new(train), Some(Box::new(val)), None));
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ShardsOptions {
@@ -650,15 +744,21 @@ fn loaders(
         rank: rank as u32,
         world: world as u32,
         workers: args.workers.unwrap_or((cores / world).max(1)),
+        remote: remote_config(args, rank)?,
     };
     let train = ShardsSource::open(train_dir, Split::Train, &options)?;
+    let stats = train.engine().remote_stats_handle();
     let val = match val_dir {
         Some(dir) if args.eval_every > 0 => Some(Box::new(
             ShardsSource::open(dir, Split::Val, &options)?.into_device_loader(device, plan.format),
         ) as BoxedLoader),
         _ => None,
     };
-    Ok((Box::new(train.into_device_loader(device, plan.format)), val))
+    Ok((
+        Box::new(train.into_device_loader(device, plan.format)),
+        val,
+        stats,
+    ))
 }
 
 /// Measures images/s between step `warmup` and the last step (Step events are emitted when a

@@ -16,9 +16,12 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use shardfeed_engine::loader::{Batch, Loader, LoaderConfig, Position};
+use shardfeed_engine::remote::RemoteConfig;
 use shardfeed_engine::sampler::LastBatch;
+use shardfeed_engine::shards::Dataset;
 
 use crate::data::{DataError, DeviceFeeder, HostBatch, HostBatchSource};
 
@@ -32,7 +35,7 @@ pub enum Split {
 }
 
 /// How a [`ShardsSource`] reads its dataset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ShardsOptions {
     /// Output side in pixels.
     pub size: u32,
@@ -46,6 +49,8 @@ pub struct ShardsOptions {
     pub world: u32,
     /// Decode-and-augment threads for this replica (0: every core).
     pub workers: usize,
+    /// Take the batches from `shardfeed serve` workers instead (the same bytes).
+    pub remote: Option<RemoteConfig>,
 }
 
 impl Default for ShardsOptions {
@@ -57,6 +62,7 @@ impl Default for ShardsOptions {
             rank: 0,
             world: 1,
             workers: 0,
+            remote: None,
         }
     }
 }
@@ -118,8 +124,15 @@ impl ShardsSource {
         config
             .validate()
             .map_err(|e| DataError::Config(e.to_string()))?;
-        let loader = Loader::open(dir, config)
-            .map_err(|e| DataError::Source(format!("{}: {e}", dir.display())))?;
+        let failed =
+            |e: &dyn std::fmt::Display| DataError::Source(format!("{}: {e}", dir.display()));
+        let loader = match &options.remote {
+            None => Loader::open(dir, config).map_err(|e| failed(&e))?,
+            Some(remote) => {
+                let dataset = Dataset::open(dir).map_err(|e| failed(&e))?;
+                Loader::remote(Arc::new(dataset), config, remote.clone()).map_err(|e| failed(&e))?
+            }
+        };
         if loader.batches_per_epoch() == 0 {
             return Err(DataError::Config(format!(
                 "{}: {} records per replica make no whole batch of {}",

@@ -466,3 +466,120 @@ fn torchrun_starts_both_ranks_with_a_log_file() {
     let count = |kind: &str| ev.iter().filter(|e| e["event"] == kind).count();
     assert_eq!((count("start"), count("end"), count("step")), (2, 2, 4));
 }
+
+/// Not a test of its own: when `SHARDFEED_TEST_SERVE` names a dataset, this test binary runs as
+/// a `shardfeed serve` worker for [`remote_workers_train_exactly_as_local_cores_even_when_one_dies`]
+/// (a process of its own, so that it can be killed).
+#[test]
+fn serve_worker_process() {
+    let Ok(dir) = std::env::var("SHARDFEED_TEST_SERVE") else {
+        return;
+    };
+    let server = shardfeed_serve::Server::start(shardfeed_serve::ServeConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: 1,
+        log: false,
+        ..shardfeed_serve::ServeConfig::new(dir)
+    })
+    .unwrap();
+    // The test harness may capture stdout: the address goes to the file the parent named.
+    let addr_file = std::env::var("SHARDFEED_TEST_SERVE_ADDR").unwrap();
+    let tmp = format!("{addr_file}.tmp");
+    std::fs::write(&tmp, server.local_addr().to_string()).unwrap();
+    std::fs::rename(&tmp, &addr_file).unwrap();
+    server.wait();
+}
+
+/// A worker process (this test binary as [`serve_worker_process`]); killed when dropped.
+struct TestWorker {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl TestWorker {
+    fn start(data: &Path, addr_file: &Path) -> TestWorker {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["serve_worker_process", "--exact", "--test-threads", "1"])
+            .env("SHARDFEED_TEST_SERVE", data)
+            .env("SHARDFEED_TEST_SERVE_ADDR", addr_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let addr = loop {
+            if let Ok(a) = std::fs::read_to_string(addr_file) {
+                break a;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the worker process ended: {status}");
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "no worker address"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        TestWorker { child, addr }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn remote_workers_train_exactly_as_local_cores_even_when_one_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_shards(dir.path());
+    let local_log = dir.path().join("local.jsonl");
+    let out = shards_run(&data, "4")
+        .arg("--log-file")
+        .arg(&local_log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = step_losses(&local_log);
+    assert_eq!(local.len(), 16);
+
+    let mut victim = TestWorker::start(&data, &dir.path().join("victim.addr"));
+    let other = TestWorker::start(&data, &dir.path().join("other.addr"));
+    let remote_log = dir.path().join("remote.jsonl");
+    let run = shards_run(&data, "4")
+        .args(["--remote", &format!("{},{}", victim.addr, other.addr)])
+        .arg("--log-file")
+        .arg(&remote_log)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill one worker once training has begun.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&remote_log).map_or(0, |t| t.matches("\"step\"").count()) < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no step logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = victim.child.kill();
+    let _ = victim.child.wait();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} lost", victim.addr)),
+        "the kill landed mid-run: {stderr}"
+    );
+    assert_eq!(
+        step_losses(&remote_log),
+        local,
+        "losses with remote workers, one killed"
+    );
+}

@@ -12,16 +12,19 @@
 //! - `schedule`: which batch is asked of which worker (pure).
 //! - `connection`: the handshake and the reader thread of one connection (blocking sockets).
 //! - `coordinator`: the thread that runs it all in place of the local dispatcher.
-//! - [`stats`]: per-worker counters, the fault log, and their Prometheus text.
+//! - [`stats`]: per-worker counters, the fault log, and their Prometheus text;
+//!   [`serve_metrics`] serves them over HTTP.
 
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod coordinator;
+mod endpoint;
 pub(crate) mod schedule;
 pub mod stats;
 
 pub use config::{RemoteConfig, WorkerList};
 pub use connection::encode_failures;
+pub use endpoint::serve_metrics;
 pub use stats::{RemoteStats, WorkerStats};
 
 use std::time::Duration;

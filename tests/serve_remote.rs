@@ -409,3 +409,26 @@ fn random_bytes_close_that_connection_and_the_others_are_served() {
         }
     }
 }
+
+#[test]
+fn a_remote_loader_resumes_exactly_where_a_local_one_would() {
+    let root = dataset();
+    let train = root.join("train");
+    let w = Worker::start(&root, &[]);
+    let from = Position::new(1, 7);
+    let digest_from = |loader: &mut Loader| {
+        let mut d = StreamDigest::default();
+        for b in loader.resume(from) {
+            d.update(&b.expect("batch"));
+        }
+        assert_eq!(loader.next_position(), Some(Position::new(2, 0)));
+        d.hex()
+    };
+    let mut local = Loader::open(&train, config(0, 1)).expect("local");
+    let mut remote = remote_loader(
+        &train,
+        config(0, 1),
+        remote_config(&[&w.addr], Duration::from_secs(20)),
+    );
+    assert_eq!(digest_from(&mut remote), digest_from(&mut local));
+}

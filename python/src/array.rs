@@ -187,16 +187,13 @@ const DLTENSOR: &CStr = c"dltensor";
 /// The capsule's destructor: frees the tensor unless a consumer took it (and renamed the
 /// capsule to `used_dltensor`).
 unsafe extern "C" fn capsule_destructor(capsule: *mut pyo3::ffi::PyObject) {
-    // SAFETY: called by Python with a live capsule and the GIL held; the name check tells
-    // whether the pointer is still ours.
+    // SAFETY: called by Python with a live capsule and the GIL held. The name tells whether the
+    // pointer is still ours; PyCapsule_IsValid sets no exception, and a mismatch (a consumer
+    // renamed it `used_dltensor`) leaves nothing to free here.
     unsafe {
         if pyo3::ffi::PyCapsule_IsValid(capsule, DLTENSOR.as_ptr()) == 1 {
             let m = pyo3::ffi::PyCapsule_GetPointer(capsule, DLTENSOR.as_ptr());
             delete_exported(m.cast::<dl::ManagedTensor>());
-        } else {
-            // A consumer renamed it (or never did and something is off): nothing to free here,
-            // and an error set by IsValid/GetPointer must not leak into unrelated code.
-            pyo3::ffi::PyErr_Clear();
         }
     }
 }

@@ -92,3 +92,14 @@ def test_torch_tensors_are_channels_last_views(train):
     assert images.shape == (4, 3, 32, 32)
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert labels.shape == (4,) and int(labels.min()) >= 0
+
+
+def test_an_unconsumed_capsule_gives_its_batch_back(train):
+    loader = shardfeed.Loader(train, batch_size=4, size=32, prefetch=2, output="dlpack")
+    n = 0
+    for images, labels in loader:
+        capsule = images.__dlpack__()  # made and dropped without a consumer taking it
+        del capsule
+        n += 1
+    # With two buffers, a capsule that kept its batch would have stopped the loop.
+    assert n == len(loader)

@@ -3,7 +3,8 @@
 # (scripts/bench/python_loader.py; numpy arrays, and torch tensors through DLPack) against
 # `shardfeed bench`, on the same shards, the same pinned cores, the same settings, in one run,
 # alternating the loaders for ROUNDS rounds so that the machine's other load falls on all of
-# them alike. Prints a markdown table (median img/s and the ratio to `shardfeed bench`).
+# them alike. Prints markdown tables: img/s of wall time, and images per CPU-second of the
+# whole process (which the machine's other load does not dilute); medians, ratio to the bench.
 # The peers (torchvision, DALI, FFCV) on the same photographs: scripts/bench-pipeline.sh with
 # PEERS="python torchvision dali ffcv" puts this loader into its table.
 #
@@ -98,25 +99,31 @@ import json, statistics, sys
 results, rounds, images, workers, cpus, batch, size, epochs, prefetch = sys.argv[1:10]
 pythons = [p.split(":", 1)[0] for p in sys.argv[10:]]
 rounds = int(rounds)
-def rate(path, key):
+def rate(path, bench, key="images_per_sec"):
     d = json.load(open(path))
-    return d["timed"]["images_per_sec"] if key else d["images_per_sec"]
-bench = [rate(f"{results}/bench-{r}.json", True) for r in range(1, rounds + 1)]
-rows = [("`shardfeed bench` (Rust, the engine alone)", bench)]
-for p in pythons:
-    label = {"numpy": "Python loop, `shardfeed.Loader(..., output=\"numpy\")`",
-             "torch": "Python loop, `shardfeed.Loader(...)` → torch tensors (DLPack)"}[p]
-    rows.append((label, [rate(f"{results}/python-{p}-{r}.json", False) for r in range(1, rounds + 1)]))
-base = statistics.median(bench)
+    return d["timed"][key] if bench else d[key]
+def rows(key):
+    out = [("`shardfeed bench` (Rust, the engine alone)",
+            [rate(f"{results}/bench-{r}.json", True, key) for r in range(1, rounds + 1)])]
+    for p in pythons:
+        label = {"numpy": "Python loop, `shardfeed.Loader(..., output=\"numpy\")`",
+                 "torch": "Python loop, `shardfeed.Loader(...)` → torch tensors (DLPack)"}[p]
+        out.append((label, [rate(f"{results}/python-{p}-{r}.json", False, key)
+                            for r in range(1, rounds + 1)]))
+    return out
 print()
 print(f"{images} training images, {size}x{size} train transform, {workers} workers on CPUs {cpus}, "
       f"batch {batch}, prefetch {prefetch}, 1 warm-up + {epochs} timed epochs, {rounds} rounds "
       f"alternating the loaders.")
-print()
-print("| loader | img/s per round | median img/s | vs `shardfeed bench` |")
-print("| --- | --- | ---: | ---: |")
-for label, rs in rows:
-    m = statistics.median(rs)
-    print(f"| {label} | {', '.join(f'{x:.0f}' for x in rs)} | {m:.0f} | {m / base:.3f}x |")
+for key, what in (("images_per_sec", "img/s (wall)"),
+                  ("images_per_cpu_sec", "images per CPU-second (the whole process)")):
+    rs = rows(key)
+    base = statistics.median(rs[0][1])
+    print()
+    print(f"| loader | {what}, per round | median | vs `shardfeed bench` |")
+    print("| --- | --- | ---: | ---: |")
+    for label, xs in rs:
+        m = statistics.median(xs)
+        print(f"| {label} | {', '.join(f'{x:.0f}' for x in xs)} | {m:.0f} | {m / base:.3f}x |")
 PY
 echo "results: $results" >&2

@@ -33,13 +33,20 @@ loader = shardfeed.Loader(a.dataset, batch_size=a.batch, size=a.size, workers=a.
 for _ in range(a.warmup):
     for images, labels in loader:
         pass
+def cpu_seconds():
+    u = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return u.ru_utime + u.ru_stime
+
+
 n = 0
 m0 = loader.metrics()
+c0 = cpu_seconds()
 t0 = time.perf_counter()
 for _ in range(a.epochs):
     for images, labels in loader:
         n += len(labels)
 dt = time.perf_counter() - t0
+cpu = cpu_seconds() - c0
 m1 = loader.metrics()
 if a.json:
     print(json.dumps({
@@ -47,6 +54,7 @@ if a.json:
         "images": n,
         "seconds": dt,
         "images_per_sec": n / dt,
+        "images_per_cpu_sec": n / max(cpu, 1e-9),
         "consumer_wait_s": m1["consumer_wait_s"] - m0["consumer_wait_s"],
         "busy": (m1["worker_busy_s"] - m0["worker_busy_s"]) / (dt * loader.workers),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

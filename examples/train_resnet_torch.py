@@ -9,7 +9,7 @@ checkpoint with the model's.
 Runs anywhere: without --data it makes a tiny synthetic dataset (shardfeed.synth +
 shardfeed.shard) and trains a small ResNet on the CPU for a couple of epochs:
 
-    python examples/train_resnet_torch.py                       # tiny CPU run, ~a minute on 2 cores
+    python examples/train_resnet_torch.py                       # tiny CPU run (4 min on 2 busy cores)
     python examples/train_resnet_torch.py --data /data/imagenet-shards --arch resnet50 \\
         --size 224 --batch 256 --epochs 90 --device cuda        # the real thing
     torchrun --nproc-per-node 8 examples/train_resnet_torch.py --data ... --device cuda

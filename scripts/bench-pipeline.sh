@@ -12,7 +12,8 @@
 #   CPUS [0-(WORKERS-1)]  the CPU set every run is pinned to (taskset), "" to not pin
 #   BATCH [128]  SIZE [224]  EPOCHS [3] timed epochs after one warm-up epoch
 #   RSS_EPOCHS [10]  epochs of the memory run (peak RSS per epoch); 0 skips it
-#   PEERS [torchvision dali ffcv]  which peers to run; "" for shardfeed alone
+#   PEERS [torchvision dali ffcv]  which peers to run; "" for shardfeed alone; "python" adds the
+#                 Python package's loop over shardfeed.Loader (scripts/bench-python.sh installs it)
 #   PEERS_DIR [~/.cache/peer-loaders]  where setup-peers installs them (run if missing)
 #   SHARED_BENCH  the shared bench folder (default: the first of ../shared/bench, ../../shared/bench)
 set -euo pipefail
@@ -119,6 +120,18 @@ run_loader shardfeed-zune "${bench[@]}" --warmup 1 --decoder zune --epochs
 run_loader decode-only-zune "${bench[@]}" --warmup 1 --decoder zune --decode-only --epochs
 
 for p in $peers; do
+  if [ "$p" = python ]; then
+    # The Python package's loop over shardfeed.Loader (numpy output), as installed by
+    # scripts/bench-python.sh (`pip install ./python`, release build).
+    if [ ! -x .venv/bench-python/bin/python ]; then
+      echo "bench-pipeline: peer python needs .venv/bench-python: run scripts/bench-python.sh first" >&2
+      exit 2
+    fi
+    run_loader python .venv/bench-python/bin/python scripts/bench/python_loader.py \
+      "$work/shards/train" --workers "$workers" --batch "$batch" --size "$size" --output numpy --epochs
+    cat "$results/python-$epochs.out" >&2
+    continue
+  fi
   if [ ! -x "$PEERS_DIR/$p/bin/python" ]; then
     if [ -z "$shared" ]; then
       echo "bench-pipeline: peer $p is not installed and no shared/bench/setup-peers was found" >&2
@@ -166,6 +179,7 @@ ours_cpu=$(per_cpu_second shardfeed)
       decode-only) label="shardfeed --decode-only (libjpeg-turbo, full decode only)" ;;
       shardfeed-zune) label="shardfeed --decoder zune (whole-image decode, then crop)" ;;
       decode-only-zune) label="shardfeed --decoder zune --decode-only" ;;
+      python) label="shardfeed.Loader, Python loop (numpy arrays)" ;;
     esac
     r=$(rate_of "$p")
     c=$(per_cpu_second "$p")

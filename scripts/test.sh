@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh machine, then runs it: formatting, lints,
-# every test of every crate (unit, integration, end-to-end, doc tests), the trainer included, and
-# the container image built and used (docker/test-images.sh).
+# every test of every crate (unit, integration, end-to-end, doc tests), the trainer included, the
+# Python package's pytest suite (scripts/test-python.sh), and the container image built and used
+# (docker/test-images.sh).
 # Usage: scripts/test.sh            (CI runs exactly this through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,7 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== Python package: maturin build, pytest with numpy and with torch"
+scripts/test-python.sh
 echo "== docker image test (skips where no Docker engine is up)"
 docker/test-images.sh

@@ -71,6 +71,7 @@ pub fn open_error(e: &OpenError) -> PyErr {
     match e {
         OpenError::Dataset(d) => shard_error(d),
         OpenError::Config(_) | OpenError::Sampler(_) => PyValueError::new_err(e.to_string()),
+        OpenError::Remote(_) => DatasetError::new_err(e.to_string()),
     }
 }
 

@@ -192,13 +192,51 @@ fn st<'a>(guard: &'a mut MutexGuard<'_, Option<State>>) -> PyResult<&'a mut Stat
         .ok_or_else(|| PyRuntimeError::new_err("this shardfeed.Loader is closed"))
 }
 
+/// The remote source's settings: `host:port[,host:port...]` workers of `shardfeed serve`.
+fn remote_config(
+    list: &str,
+    token_file: Option<&Path>,
+    deadline: f64,
+) -> PyResult<shardfeed_engine::remote::RemoteConfig> {
+    use shardfeed_engine::remote::{RemoteConfig, WorkerList};
+    if !(deadline > 0.0 && deadline.is_finite()) {
+        return Err(PyValueError::new_err("deadline must be a positive number of seconds"));
+    }
+    let workers = WorkerList::parse_addresses(list);
+    if workers.addresses.is_empty() {
+        return Err(PyValueError::new_err("remote must list at least one host:port"));
+    }
+    let token = match token_file {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                pyo3::exceptions::PyFileNotFoundError::new_err(format!("{}: {e}", path.display()))
+            })?;
+            Some(
+                shardfeed_engine::wire::auth::Token::from_file_bytes(bytes).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "{}: a token must hold at least 16 bytes",
+                        path.display()
+                    ))
+                })?,
+            )
+        }
+    };
+    Ok(RemoteConfig {
+        token,
+        deadline: std::time::Duration::from_secs_f64(deadline),
+        client_name: format!("python:{}", std::process::id()),
+        ..RemoteConfig::new(workers)
+    })
+}
+
 #[pymethods]
 impl PyLoader {
     #[new]
     #[pyo3(signature = (
         path, batch_size, transform, size, seed, workers, rank, world, last_batch, prefetch,
         readahead, shuffle, window, full_batches, strict, decoder, dct_downscale, max_pixels,
-        val_resize, scale, ratio, decode_only
+        val_resize, scale, ratio, decode_only, remote=None, token_file=None, deadline=30.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -225,6 +263,9 @@ impl PyLoader {
         scale: (f64, f64),
         ratio: (f64, f64),
         decode_only: bool,
+        remote: Option<String>,
+        token_file: Option<PathBuf>,
+        deadline: f64,
     ) -> PyResult<PyLoader> {
         let val = match transform {
             "train" => false,
@@ -287,8 +328,19 @@ impl PyLoader {
         config.dct_downscale = dct_downscale;
         config.decode_limits = DecodeLimits { max_pixels };
         let dir = dataset_dir(&path, val);
-        let opened = py.detach(|| Loader::open(&dir, config));
-        let loader = opened.map_err(|e| errors::open_error(&e))?;
+        let loader = match remote {
+            None => py
+                .detach(|| Loader::open(&dir, config))
+                .map_err(|e| errors::open_error(&e))?,
+            Some(list) => {
+                let remote = remote_config(&list, token_file.as_deref(), deadline)?;
+                let opened = py.detach(|| {
+                    let dataset = shardfeed_engine::shards::Dataset::open(&dir)?;
+                    Loader::remote(Arc::new(dataset), config, remote)
+                });
+                opened.map_err(|e| errors::open_error(&e))?
+            }
+        };
         let settings = Settings {
             dir,
             transform: transform.to_owned(),

@@ -37,7 +37,8 @@ def test_a_folder_that_is_not_a_dataset(tmp_path):
         (dict(batch_size=4, shuffle="random"), ValueError, "shuffle must be"),
         (dict(batch_size=4, decoder="pillow"), ValueError, "pillow"),
         (dict(batch_size=4, output="jax"), ValueError, "output must be"),
-        (dict(batch_size=4, remote="host:1234"), NotImplementedError, "shardfeed serve"),
+        (dict(batch_size=4, remote=1234), TypeError, "remote must be"),
+        (dict(batch_size=4, remote=" , "), ValueError, "at least one host:port"),
         (dict(batch_size=1000, last_batch="drop", full_batches=True), ValueError,
          "cannot give each of 1 ranks a multiple of 1000"),
         (dict(batch_size=4, scale=(0.5, 0.1)), ValueError, "the transform from epoch 0"),
@@ -100,3 +101,11 @@ def test_errors_derive_from_shardfeed_error():
     for e in (shardfeed.DatasetError, shardfeed.BatchError, shardfeed.BuffersHeldError,
               shardfeed.IngestError):
         assert issubclass(e, shardfeed.ShardfeedError)
+
+
+def test_unreachable_remote_workers_raise_naming_them(train):
+    # Port 9 (discard) on loopback: nothing listens, connections are refused.
+    loader = shardfeed.Loader(train, batch_size=4, remote="127.0.0.1:9", deadline=0.5)
+    with pytest.raises(shardfeed.BatchError, match="no worker answered.*127.0.0.1:9"):
+        for _ in loader:
+            pass

@@ -194,7 +194,11 @@ class Loader:
         val_resize: the shorter side before the centre crop (default ``round(size / 0.875)``).
         scale, ratio: RandomResizedCrop's ranges (torchvision's defaults).
         output: ``"auto"``, ``"torch"``, ``"numpy"`` or ``"dlpack"`` (the raw exporters).
-        remote: reserved for the ``shardfeed serve`` service; must be ``None`` in this build.
+        remote: ``"host:port[,host:port...]"`` of ``shardfeed serve`` workers: the same batches,
+            byte for byte, computed on those hosts (the dataset must be visible here too: its
+            manifest and shard index give the order). ``token_file``: their shared secret;
+            ``deadline``: seconds a worker has to answer before its batch goes to another (and,
+            with none reachable, before the loader raises ``BatchError``).
     """
 
     def __init__(
@@ -224,12 +228,11 @@ class Loader:
         ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         output: str = "auto",
         decode_only: bool = False,
+        token_file: "Optional[os.PathLike[str] | str]" = None,
+        deadline: float = 30.0,
     ) -> None:
-        if remote is not None:
-            raise NotImplementedError(
-                "remote loading needs the `shardfeed serve` service, which this build does not "
-                "include yet; give a local dataset path"
-            )
+        if remote is not None and not isinstance(remote, str):
+            raise TypeError("remote must be a 'host:port[,host:port...]' string")
         path = os.fspath(path)
         if not isinstance(path, str):
             path = os.fsdecode(path)
@@ -272,6 +275,9 @@ class Loader:
             (float(scale[0]), float(scale[1])),
             (float(ratio[0]), float(ratio[1])),
             bool(decode_only),
+            remote,
+            None if token_file is None else os.fspath(token_file),
+            float(deadline),
         )
         self.batch_size = batch_size
         self.rank = rank

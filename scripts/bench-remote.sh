@@ -29,27 +29,32 @@ cleanup() {
 trap cleanup EXIT
 head -c 32 /dev/urandom | base64 >"$work/token"
 
-start_worker() { # [netns] listen extra...: prints the address it listens on
+start_worker() { # netns|- listen extra...: starts a worker in the background; sets $addr
   local prefix=()
   if [ "$1" != - ]; then prefix=(ip netns exec "$1"); fi
   local listen=$2
   shift 2
   "${prefix[@]}" taskset -c 1 "$bin" serve "$data" --listen "$listen" --workers 1 \
     --token-file "$work/token" "$@" >"$work/serve.out" 2>"$work/serve.err" &
+  worker_pid=$!
   for _ in $(seq 100); do
     if grep -q "listening on" "$work/serve.out"; then break; fi
     sleep 0.1
   done
-  sed -n 's/^listening on //p' "$work/serve.out"
+  addr=$(sed -n 's/^listening on //p' "$work/serve.out")
+  [ -n "$addr" ] || { cat "$work/serve.err" >&2; exit 1; }
 }
+stop_worker() { kill "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true; }
 rate() { sed -n 's/.*= \([0-9.]*\) img\/s.*/\1/p' <<<"$1" | head -1; }
 common=(--size 224 --batch 256 --prefetch 4 --epochs 3 --warmup 1)
+# The transport moves ready-made batches, so it runs through many more epochs in the time.
+transport_epochs=(--size 224 --batch 256 --prefetch 4 --epochs 30 --warmup 2)
 
 echo "== transport: serve --replay on core 1, bench --remote on core 0 (224x224, batches of 256)"
-addr=$(start_worker - 127.0.0.1:0 --replay)
-transport=$(taskset -c 0 "$bin" bench "$data" "${common[@]}" --remote "$addr" --token-file "$work/token")
+start_worker - 127.0.0.1:0 --replay
+transport=$(taskset -c 0 "$bin" bench "$data" "${transport_epochs[@]}" --remote "$addr" --token-file "$work/token")
 grep -E "^timed|^received|^remote" <<<"$transport"
-kill %1; wait %1 2>/dev/null || true
+stop_worker
 
 echo "== local engine, one core (core 0)"
 local=$(taskset -c 0 "$bin" bench "$data" "${common[@]}" --workers 1)
@@ -63,9 +68,10 @@ if ip netns add sfbench 2>/dev/null; then
   ip netns exec sfbench ip link set sfbi0 up
   ip netns exec sfbench ip link set lo up
   echo "== end to end: worker in netns sfbench on core 1, client on core 0"
-  addr=$(start_worker sfbench 10.214.0.2:7000)
+  start_worker sfbench 10.214.0.2:7000
   remote=$(taskset -c 0 "$bin" bench "$data" "${common[@]}" --remote "$addr" --token-file "$work/token")
   grep -E "^timed|^received" <<<"$remote"
+  stop_worker
   python3 - "$(rate "$remote")" "$(rate "$local")" <<'PY'
 import sys
 remote, local = map(float, sys.argv[1:3])

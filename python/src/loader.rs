@@ -200,11 +200,15 @@ fn remote_config(
 ) -> PyResult<shardfeed_engine::remote::RemoteConfig> {
     use shardfeed_engine::remote::{RemoteConfig, WorkerList};
     if !(deadline > 0.0 && deadline.is_finite()) {
-        return Err(PyValueError::new_err("deadline must be a positive number of seconds"));
+        return Err(PyValueError::new_err(
+            "deadline must be a positive number of seconds",
+        ));
     }
     let workers = WorkerList::parse_addresses(list);
     if workers.addresses.is_empty() {
-        return Err(PyValueError::new_err("remote must list at least one host:port"));
+        return Err(PyValueError::new_err(
+            "remote must list at least one host:port",
+        ));
     }
     let token = match token_file {
         None => None,

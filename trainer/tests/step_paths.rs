@@ -136,8 +136,7 @@ fn the_new_cpu_step_leaves_gradients_in_autograds_tensors_and_gathers_them_for_a
                     let rank = avg.rank();
                     let mut r = small(33, format, path);
                     r.sync_from_rank0(&mut avg).unwrap();
-                    let t = trajectory(r, rank, format, &mut avg);
-                    t
+                    trajectory(r, rank, format, &mut avg)
                 })
             })
             .collect();

@@ -6,7 +6,10 @@ trust ratios, BN parameters and biases skipped) and synthetic on-device batches 
 pattern upsampled plus fixed noise). The loss of step k is read while step k+1 is queued, as the
 Rust trainer does.
 
-Prints `pytorch-eager resnet50: N images in T s = R img/s` over the steps after --warmup.
+Prints `pytorch-eager resnet50: N images in T s = R img/s` over the steps after --warmup, and with
+--phases `pytorch-eager phases (ms/step): data .. zero .. forward .. loss .. backward .. allreduce
+.. lars .. sync .. total ..`, the same phases `shardfeed-train --phases` prints (allreduce is 0: one
+process, no DDP). On CUDA --phases synchronises at every phase boundary: measure img/s without it.
 
   python bench/pytorch_eager_resnet50.py                       # H100: batch 256, 224x224, bf16
   python bench/pytorch_eager_resnet50.py --device cpu --batch-size 4 --image-size 32 --steps 3 --warmup 1
@@ -49,7 +52,11 @@ def main():
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--memory-format", choices=["nhwc", "nchw"], default="nhwc")
     ap.add_argument("--lr", type=float, default=10.0)
+    ap.add_argument("--phases", action="store_true", help="print ms/step per phase")
+    ap.add_argument("--threads", type=int, help="intra-op threads (CPU) [default: torch's]")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     fmt = torch.channels_last if args.memory_format == "nhwc" else torch.contiguous_format
@@ -74,29 +81,59 @@ def main():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    names = ["data", "zero", "forward", "loss", "backward", "allreduce", "lars", "sync"]
+    totals = dict.fromkeys(names, 0.0)
+    timing = False
+    last = 0.0
+
+    def mark(phase):
+        nonlocal last
+        if timing:
+            sync()
+            now = time.perf_counter()
+            totals[phase] += now - last
+            last = now
+
     prev = None
     t0 = None
     for step in range(args.steps):
         if step == args.warmup:
             sync()
             t0 = time.perf_counter()
+            timing = args.phases
+        if timing:
+            sync()
+            last = time.perf_counter()
         x, y = batch(step)
+        mark("data")
         for p in params:
             p.grad = None
+        mark("zero")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             logits = model(x)
+        mark("forward")
         loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
+        mark("loss")
         loss.backward()
+        mark("backward")
+        mark("allreduce")
         with torch.no_grad():
             lars_step(params, moms, scaled_mask, args.lr, 0.9, 1e-4, 0.001, 1e-7)
+        mark("lars")
         if prev is not None:
             prev.item()
         prev = loss.detach()
+        mark("sync")
     prev.item()
     sync()
     dt = time.perf_counter() - t0
     n = (args.steps - args.warmup) * b
     print(f"pytorch-eager resnet50: {n} images in {dt:.3f} s = {n / dt:.1f} img/s")
+    if args.phases:
+        k = args.steps - args.warmup
+        per = {p: totals[p] * 1e3 / k for p in names}
+        line = " ".join(f"{p} {v:.1f}" for p, v in per.items())
+        print(f"pytorch-eager phases (ms/step): {line} total {sum(per.values()):.1f}")
 
 
 if __name__ == "__main__":

@@ -131,4 +131,10 @@ char* sf_set_grad(at::Tensor* self, const at::Tensor* grad) {
   SF_TRY({ self->mutable_grad() = *grad; })
 }
 
+// self.grad = None: the next backward stores autograd's own gradient tensor there (it "steals"
+// the freshly computed gradient) instead of adding it into a view.
+char* sf_clear_grad(at::Tensor* self) {
+  SF_TRY({ self->mutable_grad() = at::Tensor(); })
+}
+
 }  // extern "C"

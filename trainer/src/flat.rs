@@ -10,6 +10,14 @@
 //!
 //! Parameters are laid out in name order, so every replica has the same layout. 4-D (conv)
 //! parameters can be channels-last views: the buffer segment holds them in OHWI order.
+//!
+//! Accumulating into views costs two passes over every gradient that stealing does not: the
+//! buffer is zeroed, and autograd then adds each new gradient into it (read, read, write) where
+//! with an undefined `.grad` it would just keep the tensor it computed. So the CPU step
+//! ([`crate::train::Replica::train_step`]) calls [`FlatParams::release_grads`] instead of
+//! [`FlatParams::zero_grads`]: autograd keeps its own gradient tensors ([`GradLocation::Own`]),
+//! LARS reads them where they are, and only data parallelism copies them into the flat buffer
+//! ([`FlatParams::gather_grads`]: one copy instead of zero + add) for its one all-reduce.
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -19,7 +27,31 @@ use crate::precision::{MemoryFormat, ShimError};
 
 extern "C" {
     fn sf_set_grad(t: *mut C_tensor, grad: *const C_tensor) -> *mut std::ffi::c_char;
+    fn sf_clear_grad(t: *mut C_tensor) -> *mut std::ffi::c_char;
     fn sf_free_error(err: *mut std::ffi::c_char);
+}
+
+fn shim_result(call: &'static str, err: *mut std::ffi::c_char) -> Result<(), ShimError> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
+    let message = unsafe { std::ffi::CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { sf_free_error(err) };
+    Err(ShimError { call, message })
+}
+
+/// Where the gradients of the last backward are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradLocation {
+    /// In the flat buffer ([`FlatParams::grads`]): every `.grad` is a view of it, and autograd
+    /// accumulated into them.
+    Flat,
+    /// In autograd's own tensor per parameter ([`FlatParams::own_grads`]), after
+    /// [`FlatParams::release_grads`]; the flat buffer holds stale values.
+    Own,
 }
 
 /// How LARS treats a parameter (the reference's `skip_list`).
@@ -60,8 +92,11 @@ pub struct FlatParams {
     segments: Vec<ParamSegment>,
     format: MemoryFormat,
     vars: Vec<Tensor>,
+    /// Each parameter's view of `grads`.
+    grad_views: Vec<Tensor>,
     weights: Tensor,
     grads: Tensor,
+    location: GradLocation,
 }
 
 impl FlatParams {
@@ -102,6 +137,7 @@ impl FlatParams {
         let weights = Tensor::zeros([offset], (Kind::Float, device));
         let grads = Tensor::zeros([offset], (Kind::Float, device));
         let mut vars = Vec::with_capacity(named.len());
+        let mut grad_views = Vec::with_capacity(named.len());
         tch::no_grad(|| -> Result<(), ShimError> {
             for (seg, (_, var)) in segments.iter().zip(named) {
                 let w_view = segment_view(&weights, seg, format);
@@ -110,18 +146,11 @@ impl FlatParams {
                 w_view_mut.copy_(&var.to_kind(Kind::Float));
                 let mut var = var;
                 var.set_data(&w_view);
-                let err = unsafe { sf_set_grad(var.as_mut_ptr(), g_view.as_ptr()) };
-                if !err.is_null() {
-                    let message = unsafe { std::ffi::CStr::from_ptr(err) }
-                        .to_string_lossy()
-                        .into_owned();
-                    unsafe { sf_free_error(err) };
-                    return Err(ShimError {
-                        call: "set_grad",
-                        message,
-                    });
-                }
+                shim_result("set_grad", unsafe {
+                    sf_set_grad(var.as_mut_ptr(), g_view.as_ptr())
+                })?;
                 vars.push(var);
+                grad_views.push(g_view);
             }
             Ok(())
         })?;
@@ -129,8 +158,10 @@ impl FlatParams {
             segments,
             format,
             vars,
+            grad_views,
             weights,
             grads,
+            location: GradLocation::Flat,
         })
     }
 
@@ -166,9 +197,26 @@ impl FlatParams {
         &self.weights
     }
 
-    /// All gradients, flat fp32 (what autograd accumulated since the last [`Self::zero_grads`]).
+    /// All gradients, flat fp32 (what autograd accumulated since the last [`Self::zero_grads`]
+    /// or, after [`Self::gather_grads`], the last backward's). Stale while
+    /// [`Self::grad_location`] is [`GradLocation::Own`].
     pub fn grads(&self) -> &Tensor {
         &self.grads
+    }
+
+    /// Where the last backward's gradients are.
+    pub fn grad_location(&self) -> GradLocation {
+        self.location
+    }
+
+    /// Each parameter's own gradient tensor (`None` where the last backward gave it none), in
+    /// segment order. Meaningful when [`Self::grad_location`] is [`GradLocation::Own`]; in
+    /// [`GradLocation::Flat`] these are the views of [`Self::grads`].
+    pub fn own_grads(&self) -> Vec<Option<Tensor>> {
+        self.vars
+            .iter()
+            .map(|v| Some(v.grad()).filter(|g| g.defined()))
+            .collect()
     }
 
     /// Total number of parameters.
@@ -176,9 +224,76 @@ impl FlatParams {
         self.segments.last().map_or(0, |s| s.offset + s.numel)
     }
 
-    /// Zeroes every gradient (one kernel).
-    pub fn zero_grads(&mut self) {
+    /// Zeroes every gradient (one kernel); the next backward accumulates into the flat buffer.
+    pub fn zero_grads(&mut self) -> Result<(), ShimError> {
+        self.point_grads_at_views()?;
         let _ = self.grads.zero_();
+        Ok(())
+    }
+
+    /// Unsets every parameter's `.grad`, so the next backward leaves each gradient in the tensor
+    /// autograd computed it in ([`GradLocation::Own`]): no zeroing pass, no accumulation pass.
+    pub fn release_grads(&mut self) -> Result<(), ShimError> {
+        for var in &mut self.vars {
+            shim_result("clear_grad", unsafe { sf_clear_grad(var.as_mut_ptr()) })?;
+        }
+        self.location = GradLocation::Own;
+        Ok(())
+    }
+
+    /// Copies the parameters' own gradients into the flat buffer (zeros where a parameter got
+    /// none) and makes the views their `.grad` again ([`GradLocation::Flat`]): one copy per
+    /// gradient, what an all-reduce of the flat buffer needs. Nothing to do in `Flat`.
+    pub fn gather_grads(&mut self) -> Result<(), ShimError> {
+        if self.location == GradLocation::Flat {
+            return Ok(());
+        }
+        self.copy_own_grads_into(&self.grads);
+        self.point_grads_at_views()
+    }
+
+    /// The last backward's gradients as one flat tensor laid out as [`Self::grads`]: that
+    /// buffer itself in [`GradLocation::Flat`], a new tensor gathered from the own gradients in
+    /// [`GradLocation::Own`].
+    pub fn flat_grads(&self) -> Tensor {
+        match self.location {
+            GradLocation::Flat => self.grads.shallow_clone(),
+            GradLocation::Own => {
+                let out = self.grads.zeros_like();
+                self.copy_own_grads_into(&out);
+                out
+            }
+        }
+    }
+
+    /// Copies every own gradient into its view of `flat` (a buffer laid out as the weights),
+    /// zeros where a parameter has none. (Same shapes and dtype by construction: tch's
+    /// panicking ops, as the tensor-op LARS.)
+    fn copy_own_grads_into(&self, flat: &Tensor) {
+        let own = self.own_grads();
+        tch::no_grad(|| {
+            for (mut view, grad) in self.param_views(flat).into_iter().zip(own) {
+                match grad {
+                    Some(g) => view.copy_(&g),
+                    None => {
+                        let _ = view.zero_();
+                    }
+                }
+            }
+        })
+    }
+
+    fn point_grads_at_views(&mut self) -> Result<(), ShimError> {
+        if self.location == GradLocation::Flat {
+            return Ok(());
+        }
+        for (var, view) in self.vars.iter_mut().zip(&self.grad_views) {
+            shim_result("set_grad", unsafe {
+                sf_set_grad(var.as_mut_ptr(), view.as_ptr())
+            })?;
+        }
+        self.location = GradLocation::Flat;
+        Ok(())
     }
 }
 
@@ -245,7 +360,7 @@ mod tests {
             .sum(Kind::Float);
         loss.backward();
         assert!(flat.grads().allclose(&(&g1 * 2.0), 1e-5, 1e-6, false));
-        flat.zero_grads();
+        flat.zero_grads().unwrap();
         assert_eq!(flat.grads().abs().sum(Kind::Float).double_value(&[]), 0.0);
     }
 

@@ -20,7 +20,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
 use shardfeed_engine::layout::split_dirs;
@@ -31,13 +30,14 @@ use crate::allreduce::{
 };
 use crate::checkpoint::CheckpointError;
 use crate::data::{DataError, DeviceLoader, SyntheticConfig, SyntheticLoader};
-use crate::events::{Discard, Event, EventSink, JsonLines, Progress, Tee};
+use crate::events::{Discard, EventSink, JsonLines, Progress, Tee};
 use crate::lars::LarsConfig;
 use crate::model::{Arch, ModelOptions};
+use crate::phases::PhaseTimes;
 use crate::precision::{MemoryFormat, Precision};
 use crate::schedule::{mlperf_defaults, PolyWarmup};
 use crate::shards::{ShardsOptions, ShardsSource, Split};
-use crate::train::{run, Replica, ReplicaConfig, TrainError, TrainOptions};
+use crate::train::{run, Replica, ReplicaConfig, StepPath, TrainError, TrainOptions};
 
 /// Exit status when training fails (the run started and could not finish).
 pub const EXIT_FAILURE: u8 = 1;
@@ -198,6 +198,15 @@ pub struct Args {
     /// Print images/s measured after this many steps (benchmark mode).
     #[arg(long)]
     pub bench_warmup: Option<u64>,
+    /// Print where a step's time goes (data, zero, forward, loss, backward, allreduce, lars,
+    /// sync; ms per step), after --bench-warmup's warmup. On a GPU it synchronises at every
+    /// phase, which slows the step: measure images/s without it.
+    #[arg(long)]
+    pub phases: bool,
+    /// Train with the tensor-op step (flat gradients zeroed and accumulated into, LARS as
+    /// libtorch ops): the CPU step before issue 12, for A/B benchmarks.
+    #[arg(long, hide = true)]
+    pub tensor_op_step: bool,
     /// Seed of the model initialisation and the data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -429,6 +438,8 @@ pub struct Outcome {
     pub interrupted: bool,
     /// `--bench-warmup`: images trained and seconds taken after the warmup steps.
     pub bench: Option<(u64, f64)>,
+    /// `--phases`: rank 0's per-phase times after the warmup steps.
+    pub phases: Option<PhaseTimes>,
 }
 
 /// A replica's gradient averager, or what it needs to make one in its own thread.
@@ -542,6 +553,9 @@ fn run_replica(
     );
     drop(init);
     let mut replica = replica?;
+    if args.tensor_op_step {
+        replica.set_step_path(StepPath::TensorOps);
+    }
     replica
         .sync_from_rank0(avg.as_mut())
         .map_err(LaunchError::Train)?;
@@ -567,6 +581,8 @@ fn run_replica(
         checkpoint_dir: args.checkpoint_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
+        bench_after: args.bench_warmup.or(args.phases.then_some(0)),
+        phases: args.phases,
     };
     let resume = match &args.checkpoint_dir {
         Some(dir) if args.resume && crate::checkpoint::exists(dir) => {
@@ -587,11 +603,6 @@ fn run_replica(
         _ => None,
     };
 
-    let mut bench = BenchSink {
-        warmup: args.bench_warmup.unwrap_or(u64::MAX),
-        start: None,
-        last: None,
-    };
     // Rank 0 reports (progress line, JSON lines, benchmark); the other replicas stay quiet.
     let mut reports: Box<dyn EventSink> = if rank == 0 {
         let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(Progress)];
@@ -617,7 +628,7 @@ fn run_replica(
         &schedule,
         &opts,
         resume,
-        &mut TeeRef(reports.as_mut(), &mut bench),
+        reports.as_mut(),
         stop,
     )?;
     if let (0, Some(stats)) = (rank, &remote_stats) {
@@ -630,7 +641,11 @@ fn run_replica(
     Ok(Outcome {
         step: summary.step,
         interrupted: summary.interrupted,
-        bench: bench.measured(global_batch),
+        bench: args
+            .bench_warmup
+            .and(summary.bench)
+            .map(|(steps, secs)| (steps * global_batch as u64, secs)),
+        phases: summary.phases,
     })
 }
 
@@ -759,47 +774,6 @@ fn loaders(
         val,
         stats,
     ))
-}
-
-/// Measures images/s between step `warmup` and the last step (Step events are emitted when a
-/// step's loss is read back, so the device has finished it).
-struct BenchSink {
-    warmup: u64,
-    start: Option<(u64, Instant)>,
-    last: Option<(u64, Instant)>,
-}
-
-impl BenchSink {
-    /// Images and seconds between the warmup step and the last one, if both were seen.
-    fn measured(&self, global_batch: usize) -> Option<(u64, f64)> {
-        let ((s0, t0), (s1, t1)) = (self.start?, self.last?);
-        Some((
-            (s1 - s0) * global_batch as u64,
-            t1.duration_since(t0).as_secs_f64(),
-        ))
-    }
-}
-
-impl EventSink for BenchSink {
-    fn event(&mut self, event: &Event) {
-        if let Event::Step { step, .. } = event {
-            if *step == self.warmup {
-                self.start = Some((*step, Instant::now()));
-            } else if *step > self.warmup {
-                self.last = Some((*step, Instant::now()));
-            }
-        }
-    }
-}
-
-/// Two borrowed sinks, both fed every event.
-struct TeeRef<'a>(&'a mut dyn EventSink, &'a mut dyn EventSink);
-
-impl EventSink for TeeRef<'_> {
-    fn event(&mut self, event: &Event) {
-        self.0.event(event);
-        self.1.event(event);
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! | [`precision`] | [`precision::AutocastGuard`], [`precision::MemoryFormat`] | bf16 autocast and channels-last (tch gaps, via a C++ shim) |
 //! | [`shards`] | [`shards::ShardsSource`] | the shardfeed pipeline (`shardfeed_engine::loader::Loader`) as a host batch source |
 //! | [`train`] | [`train::Replica`], [`train::run`] | the loop: epochs, eval, checkpoints, resume, stop |
+//! | [`phases`] | [`phases::PhaseTimer`], [`phases::PhaseTimes`] | where a step's time goes (forward, backward, LARS, ...) |
 //! | [`checkpoint`] | [`checkpoint::CheckpointMeta`] | atomic checkpoint files |
 //! | [`events`] | [`events::Event`], [`events::EventSink`] | JSON-lines log and the progress line |
 //! | [`launch`] | [`launch::Args`], [`launch::plan`], [`launch::launch`] | the `shardfeed-train` command line: flags, plan, one thread per replica, exit codes |
@@ -25,8 +26,10 @@ pub mod data;
 pub mod events;
 pub mod flat;
 pub mod lars;
+mod lars_cpu;
 pub mod launch;
 pub mod model;
+pub mod phases;
 pub mod precision;
 pub mod schedule;
 pub mod shards;

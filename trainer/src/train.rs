@@ -41,6 +41,7 @@ use crate::events::{Event, EventSink};
 use crate::flat::FlatParams;
 use crate::lars::{Lars, LarsConfig};
 use crate::model::{Arch, ModelOptions, ResNet};
+use crate::phases::{Phase, PhaseTimer, PhaseTimes};
 use crate::precision::{AutocastGuard, MemoryFormat, Precision, ShimError};
 use crate::schedule::PolyWarmup;
 
@@ -90,6 +91,12 @@ pub struct TrainOptions {
     pub checkpoint_every: u64,
     /// Stop after this many steps in total (benchmarks, tests); the schedule keeps its length.
     pub max_steps: Option<u64>,
+    /// Benchmark: time the steps after this many steps of the run ([`RunSummary::bench`]),
+    /// from the start of the first (the device synchronised) to the end of the run.
+    pub bench_after: Option<u64>,
+    /// With `bench_after`: time every phase of those steps too ([`RunSummary::phases`]). On
+    /// CUDA this synchronises the device at every phase boundary.
+    pub phases: bool,
 }
 
 impl Default for TrainOptions {
@@ -101,6 +108,8 @@ impl Default for TrainOptions {
             checkpoint_dir: None,
             checkpoint_every: 1,
             max_steps: None,
+            bench_after: None,
+            phases: false,
         }
     }
 }
@@ -125,6 +134,10 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// The last evaluation, if any.
     pub last_eval: Option<EvalResult>,
+    /// Steps timed after [`TrainOptions::bench_after`] and the seconds they took, if any.
+    pub bench: Option<(u64, f64)>,
+    /// Per-phase times of those steps, if [`TrainOptions::phases`].
+    pub phases: Option<PhaseTimes>,
 }
 
 /// Validation results over all replicas.
@@ -165,6 +178,19 @@ impl Default for ReplicaConfig {
     }
 }
 
+/// How [`Replica::train_step`] handles gradients and LARS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepPath {
+    /// The fastest path for the device: on the CPU autograd's own gradients and the fused LARS
+    /// (`lars_cpu`); on CUDA the flat buffer and LARS as tensor ops.
+    #[default]
+    Auto,
+    /// The tensor-op path on every device: the flat gradient buffer zeroed and accumulated into
+    /// by autograd, [`Lars::step_tensor_ops`]. What the CPU did before the fused step (issue
+    /// 12); kept for A/B measurements and as the reference the fused step is tested against.
+    TensorOps,
+}
+
 /// One model replica with everything its updates need.
 pub struct Replica {
     device: Device,
@@ -176,6 +202,7 @@ pub struct Replica {
     precision: Precision,
     label_smoothing: f64,
     num_classes: i64,
+    step_path: StepPath,
 }
 
 impl std::fmt::Debug for Replica {
@@ -216,6 +243,7 @@ impl Replica {
             precision,
             label_smoothing,
             num_classes,
+            step_path: StepPath::Auto,
         })
     }
 
@@ -234,6 +262,11 @@ impl Replica {
             |p| Box::new(ResNet::new(p, arch, num_classes, opts)),
             config,
         )
+    }
+
+    /// Chooses how steps handle gradients and LARS (default [`StepPath::Auto`]).
+    pub fn set_step_path(&mut self, path: StepPath) {
+        self.step_path = path;
     }
 
     /// The flat parameters (weights, gradients).
@@ -287,17 +320,41 @@ impl Replica {
 
     /// Forward, loss, backward, gradient averaging and one LARS update; returns the loss (a
     /// device scalar, not yet read back).
+    ///
+    /// On the CPU the gradients stay in autograd's own tensors (no zeroing, no accumulation
+    /// into the flat buffer: [`FlatParams::release_grads`]) and LARS reads them there; with
+    /// more than one replica they are first copied into the flat buffer for its all-reduce
+    /// ([`FlatParams::gather_grads`]). On CUDA autograd accumulates into the zeroed flat buffer.
     pub fn train_step(
         &mut self,
         batch: &DeviceBatch,
         lr: f64,
         avg: &mut dyn GradientAverager,
     ) -> Result<Tensor, TrainError> {
-        self.flat.zero_grads();
+        self.train_step_timed(batch, lr, avg, &mut PhaseTimer::off())
+    }
+
+    /// [`Replica::train_step`], marking each phase's end on `timer` (which must have been
+    /// started).
+    pub fn train_step_timed(
+        &mut self,
+        batch: &DeviceBatch,
+        lr: f64,
+        avg: &mut dyn GradientAverager,
+        timer: &mut PhaseTimer,
+    ) -> Result<Tensor, TrainError> {
+        let fused_cpu = self.device == Device::Cpu && self.step_path == StepPath::Auto;
+        if fused_cpu {
+            self.flat.release_grads()?;
+        } else {
+            self.flat.zero_grads()?;
+        }
+        timer.mark(Phase::Zero);
         let logits = {
             let _autocast = AutocastGuard::new(self.device, self.precision)?;
             self.model.forward_t(&batch.images, true)
         };
+        timer.mark(Phase::Forward);
         let loss = logits.to_kind(Kind::Float).f_cross_entropy_loss(
             &batch.labels,
             None::<Tensor>,
@@ -305,9 +362,19 @@ impl Replica {
             -100,
             self.label_smoothing,
         )?;
+        timer.mark(Phase::Loss);
         loss.f_backward()?;
-        avg.average(&mut self.flat.grads().shallow_clone())?;
-        self.lars.step(&self.flat, lr);
+        timer.mark(Phase::Backward);
+        if avg.world_size() > 1 {
+            self.flat.gather_grads()?;
+            avg.average(&mut self.flat.grads().shallow_clone())?;
+        }
+        timer.mark(Phase::Average);
+        match self.step_path {
+            StepPath::Auto => self.lars.step(&self.flat, lr),
+            StepPath::TensorOps => self.lars.step_tensor_ops(&self.flat, lr),
+        }
+        timer.mark(Phase::Lars);
         Ok(loss.detach())
     }
 
@@ -560,6 +627,14 @@ pub fn run(
     let mut interrupted = false;
     let mut last_eval = None;
     let mut saved_at: Option<u64> = None;
+    let mut timer = PhaseTimer::off();
+    let mut bench_start: Option<(u64, Instant)> = None;
+    let device = replica.device();
+    let sync_device = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
 
     let world_size = avg.world_size();
     let save = |replica: &Replica, step: u64, position: Position, sink: &mut dyn EventSink| {
@@ -578,6 +653,14 @@ pub fn run(
         loader.start_epoch(epoch, position.batch)?;
         let mut exhausted = false;
         while step < total {
+            if opts.bench_after == Some(step - resume.step) {
+                sync_device();
+                bench_start = Some((step, Instant::now()));
+                if opts.phases {
+                    timer = PhaseTimer::new(replica.device());
+                }
+            }
+            timer.start();
             let waited = Instant::now();
             let batch = loader.next_batch()?;
             window.data_wait += waited.elapsed();
@@ -585,8 +668,9 @@ pub fn run(
                 exhausted = true;
                 break;
             };
+            timer.mark(Phase::Data);
             let lr = schedule.lr(step);
-            let loss = replica.train_step(&batch, lr, avg)?;
+            let loss = replica.train_step_timed(&batch, lr, avg, &mut timer)?;
             step += 1;
             position.batch += 1;
             window.steps += 1;
@@ -599,6 +683,8 @@ pub fn run(
             }) {
                 report(prev, &mut window, sink)?;
             }
+            timer.mark(Phase::Sync);
+            timer.end_step();
             if step % log_every == 0 {
                 let elapsed = window.start.elapsed().as_secs_f64();
                 sink.event(&Event::Throughput {
@@ -654,6 +740,10 @@ pub fn run(
     if let Some(p) = pending.take() {
         report(p, &mut window, sink)?;
     }
+    let bench = bench_start.and_then(|(from, t0)| {
+        sync_device();
+        (step > from).then(|| (step - from, t0.elapsed().as_secs_f64()))
+    });
     if saved_at != Some(step) && step > resume.step {
         save(replica, step, position, sink)?;
     }
@@ -663,5 +753,7 @@ pub fn run(
         position,
         interrupted,
         last_eval,
+        bench,
+        phases: timer.is_on().then(|| timer.times()),
     })
 }

@@ -75,6 +75,9 @@ fn train(args: &Args, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     } else if args.bench_warmup.is_some() {
         eprintln!("shardfeed-train: too few steps after --bench-warmup to measure");
     }
+    if let Some(phases) = outcome.phases {
+        println!("shardfeed-train phases (ms/step): {phases}");
+    }
     if outcome.interrupted {
         eprintln!("shardfeed-train: stopped at step {}", outcome.step);
         return Ok(ExitCode::from(EXIT_INTERRUPTED));

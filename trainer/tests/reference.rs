@@ -271,8 +271,13 @@ fn resnet50_forward_matches_torchvision() {
     let x = Tensor::from_slice(&x).view(input_shape.as_slice());
     let want_eval = Tensor::from_slice(&floats(&r["eval_logits"]));
     let want_train = Tensor::from_slice(&floats(&r["train_logits"]));
+    // The reference file was written by torchvision on another CPU, and oneDNN picks its fp32
+    // convolution kernels per instruction set: torchvision itself, run on an AMD EPYC host,
+    // differs from the file by 9.2e-5 in train mode (measured), ours by the same. The bound pins
+    // the architecture (a wrong layer, stride or init is off by far more than 1e-2), not the
+    // host's rounding.
     for (format, tol) in [
-        (MemoryFormat::Contiguous, 1e-5),
+        (MemoryFormat::Contiguous, 5e-4),
         (MemoryFormat::ChannelsLast, 1e-3),
     ] {
         let (_vs, model, _flat) = formula_resnet50(format);

@@ -210,22 +210,18 @@ fn remote_config(
             "remote must list at least one host:port",
         ));
     }
-    let token = match token_file {
-        None => None,
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                pyo3::exceptions::PyFileNotFoundError::new_err(format!("{}: {e}", path.display()))
-            })?;
-            Some(
-                shardfeed_engine::wire::auth::Token::from_file_bytes(bytes).ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "{}: a token must hold at least 16 bytes",
-                        path.display()
-                    ))
-                })?,
-            )
-        }
-    };
+    let token = token_file
+        .map(|path| {
+            shardfeed_engine::remote::read_token(path).map_err(|e| match e {
+                shardfeed_engine::remote::TokenFileError::Read { .. } => {
+                    pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string())
+                }
+                shardfeed_engine::remote::TokenFileError::TooShort(_) => {
+                    PyValueError::new_err(e.to_string())
+                }
+            })
+        })
+        .transpose()?;
     Ok(RemoteConfig {
         token,
         deadline: std::time::Duration::from_secs_f64(deadline),

@@ -3,8 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shardfeed_engine::remote::{RemoteConfig, WorkerList};
-use shardfeed_engine::wire::auth::{Token, MIN_TOKEN_LEN};
+use shardfeed_engine::remote::{read_token, RemoteConfig, WorkerList};
 use shardfeed_serve::{ServeConfig, Server};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,18 +36,6 @@ pub struct ServeArgs {
     /// (not the batch asked for) instead of decoding.
     #[arg(long)]
     replay: bool,
-}
-
-/// Reads a shared secret from `path`.
-pub fn read_token(path: &Path) -> anyhow::Result<Token> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    match Token::from_file_bytes(bytes) {
-        Some(t) => Ok(t),
-        None => bail!(
-            "{}: a token must hold at least {MIN_TOKEN_LEN} bytes",
-            path.display()
-        ),
-    }
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {

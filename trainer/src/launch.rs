@@ -693,21 +693,12 @@ fn remote_config(
         .map(WorkerList::parse_addresses)
         .unwrap_or_default();
     workers.file.clone_from(&args.remote_file);
-    let token = match &args.token_file {
-        None => None,
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| LaunchError::Usage(format!("reading {}: {e}", path.display())))?;
-            Some(
-                shardfeed_engine::wire::auth::Token::from_file_bytes(bytes).ok_or_else(|| {
-                    LaunchError::Usage(format!(
-                        "{}: a token must hold at least 16 bytes",
-                        path.display()
-                    ))
-                })?,
-            )
-        }
-    };
+    let token = args
+        .token_file
+        .as_deref()
+        .map(shardfeed_engine::remote::read_token)
+        .transpose()
+        .map_err(|e| LaunchError::Usage(e.to_string()))?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "trainer".into());
     Ok(Some(RemoteConfig {
         token,

@@ -1,7 +1,7 @@
 //! [`RemoteConfig`]: where the workers are and how the remote source treats them.
 
-use shardfeed_wire::auth::Token;
-use std::path::PathBuf;
+use shardfeed_wire::auth::{Token, MIN_TOKEN_LEN};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the workers are: addresses given once, and a file re-read at every refresh (edit it to
@@ -50,6 +50,35 @@ fn split_addresses(list: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// A shared secret that cannot be had from its file.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file cannot be read.
+    #[error("reading {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// It holds fewer than [`MIN_TOKEN_LEN`] bytes (after one trailing newline).
+    #[error("{}: a token must hold at least {MIN_TOKEN_LEN} bytes", .0.display())]
+    TooShort(PathBuf),
+}
+
+/// Reads a shared secret (`--token-file`): the one rule every command and binding uses.
+///
+/// # Errors
+///
+/// [`TokenFileError`] naming the file.
+pub fn read_token(path: &Path) -> Result<Token, TokenFileError> {
+    let bytes = std::fs::read(path).map_err(|error| TokenFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    Token::from_file_bytes(bytes).ok_or_else(|| TokenFileError::TooShort(path.to_owned()))
 }
 
 /// How the remote source talks to workers. [`RemoteConfig::new`] has the defaults.

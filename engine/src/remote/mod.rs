@@ -22,7 +22,7 @@ mod endpoint;
 pub(crate) mod schedule;
 pub mod stats;
 
-pub use config::{RemoteConfig, WorkerList};
+pub use config::{read_token, RemoteConfig, TokenFileError, WorkerList};
 pub use connection::encode_failures;
 pub use endpoint::serve_metrics;
 pub use stats::{RemoteStats, WorkerStats};

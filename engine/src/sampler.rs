@@ -16,11 +16,17 @@
 //!   not divide evenly, `Pad` repeats records from the start of the order (as PyTorch's
 //!   `DistributedSampler` does).
 //!
-//! The global order is cut into `world` contiguous blocks, rank `r` taking block `r`. With
-//! [`Shuffle::ShardWindow`] each rank therefore reads its own set of shards each epoch.
+//! [`Partition`] says how the global order is cut into ranks:
+//! - `Blocks` (the default): `world` contiguous blocks, rank `r` taking block `r`. With
+//!   [`Shuffle::ShardWindow`] each rank therefore reads its own set of shards each epoch.
+//! - `GlobalBatches`: the order is cut into global batches of `world * multiple_of` positions,
+//!   and rank `r` takes the `r`-th slice of `multiple_of` of each. Global batch `b` of an epoch
+//!   is then the same samples (the same positions, so the same augmentations) whatever the
+//!   world size, as long as `world * multiple_of` (the global batch) is the same: a job
+//!   checkpointed at 4 ranks resumes at 2 or 8 with exactly the batches it would have seen.
 //!
 //! ```
-//! use shardfeed_engine::sampler::{plan_epoch, EpochSpec, LastBatch, Shuffle};
+//! use shardfeed_engine::sampler::{plan_epoch, EpochSpec, LastBatch, Partition, Shuffle};
 //!
 //! // 10 records in two shards of 5, two ranks.
 //! let spec = |rank| EpochSpec {
@@ -33,6 +39,7 @@
 //!     last_batch: LastBatch::Pad,
 //!     multiple_of: 1,
 //!     shuffle: Shuffle::Global,
+//!     partition: Partition::Blocks,
 //! };
 //! let (a, b) = (plan_epoch(&spec(0))?, plan_epoch(&spec(1))?);
 //! assert_eq!((a.samples.len(), b.samples.len()), (5, 5));
@@ -72,6 +79,18 @@ pub enum Shuffle {
     },
 }
 
+/// How the epoch's global order is shared out among the ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partition {
+    /// `world` contiguous blocks, block `rank` for rank `rank`.
+    #[default]
+    Blocks,
+    /// Global batches of `world * multiple_of` consecutive positions; rank `r` takes positions
+    /// `r * multiple_of .. (r + 1) * multiple_of` of each. Batch `b` of every rank is a slice
+    /// of global batch `b`, which depends on the global batch size only, not on `world`.
+    GlobalBatches,
+}
+
 /// One sample of a rank's epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sample {
@@ -104,6 +123,8 @@ pub struct EpochSpec<'a> {
     pub multiple_of: u64,
     /// The order.
     pub shuffle: Shuffle,
+    /// How the order is shared out among the ranks.
+    pub partition: Partition,
 }
 
 /// One rank's samples of one epoch.
@@ -289,7 +310,8 @@ pub fn epoch_order(spec: &EpochSpec<'_>) -> Result<Vec<u64>, SamplerError> {
 }
 
 /// This rank's samples of the epoch: the global order ([`epoch_order`]) evened out by
-/// `last_batch` to `world` blocks of [`per_rank_count`] samples, block `rank`.
+/// `last_batch` to `world` times [`per_rank_count`] samples, of which this rank takes its
+/// share by `partition`: block `rank`, or slice `rank` of every global batch.
 ///
 /// # Errors
 ///
@@ -304,8 +326,18 @@ pub fn plan_epoch(spec: &EpochSpec<'_>) -> Result<RankOrder, SamplerError> {
     }
     let order = epoch_order(spec)?;
     let n = spec.records;
-    let first = u64::from(spec.rank) * per_rank;
-    let samples = (first..first + per_rank)
+    let (rank, world, m) = (
+        u64::from(spec.rank),
+        u64::from(spec.world),
+        spec.multiple_of,
+    );
+    let position_of = |j: u64| match spec.partition {
+        Partition::Blocks => rank * per_rank + j,
+        // Slice `rank` of global batch `j / m` (`per_rank` is a multiple of `m`).
+        Partition::GlobalBatches => (j / m) * m * world + rank * m + j % m,
+    };
+    let samples = (0..per_rank)
+        .map(position_of)
         .map(|position| Sample {
             position,
             // Padding wraps around to the start of the order (more than once for a dataset
@@ -338,6 +370,7 @@ mod tests {
             last_batch: LastBatch::Pad,
             multiple_of: 1,
             shuffle: Shuffle::Global,
+            partition: Partition::Blocks,
         }
     }
 
@@ -387,7 +420,7 @@ mod tests {
             let records: u64 = sizes.iter().sum();
             let s = EpochSpec {
                 records, shard_starts: &starts, seed, epoch, rank: 0, world, last_batch,
-                multiple_of, shuffle,
+                multiple_of, shuffle, partition: Partition::Blocks,
             };
             let unit = u64::from(world) * multiple_of;
             if last_batch == LastBatch::Drop && records < unit {
@@ -426,6 +459,45 @@ mod tests {
             }
         }
 
+        /// Elastic resume: with global batches, global batch `b` is the same positions and
+        /// records whatever the world size, as long as the global batch is the same; each rank
+        /// holds a contiguous slice of it, and the union over ranks is the Blocks epoch.
+        #[test]
+        fn global_batches_do_not_depend_on_the_world_size(
+            (sizes, _, _, last_batch, shuffle, seed, epoch) in any_spec(),
+            global in prop::sample::select(vec![4u64, 8, 12]),
+        ) {
+            let starts = starts_of(&sizes);
+            let records: u64 = sizes.iter().sum();
+            prop_assume!(records >= global);
+            // `global` shared out among world sizes 1, 2 and 4 (where it divides).
+            let batches = |world: u32| -> Vec<Vec<Sample>> {
+                let m = global / u64::from(world);
+                let s = EpochSpec {
+                    records, shard_starts: &starts, seed, epoch, rank: 0, world, last_batch,
+                    multiple_of: m, shuffle, partition: Partition::GlobalBatches,
+                };
+                let ranks = all_ranks(&s);
+                let per_rank = ranks[0].samples.len() / m as usize;
+                (0..per_rank).map(|b| {
+                    ranks.iter()
+                        .flat_map(|r| r.samples[b * m as usize..(b + 1) * m as usize].iter().copied())
+                        .collect()
+                }).collect()
+            };
+            let one = batches(1);
+            for world in [2u32, 4] {
+                if global % u64::from(world) == 0 {
+                    prop_assert_eq!(&batches(world), &one, "world {}", world);
+                }
+            }
+            // World 1 is the plain order: global batch b holds positions b*G..(b+1)*G.
+            for (b, batch) in one.iter().enumerate() {
+                let positions: Vec<u64> = batch.iter().map(|x| x.position).collect();
+                prop_assert_eq!(positions, (b as u64 * global..(b as u64 + 1) * global).collect::<Vec<_>>());
+            }
+        }
+
         #[test]
         fn the_order_is_a_pure_permutation(
             (sizes, world, multiple_of, last_batch, shuffle, seed, epoch) in any_spec()
@@ -434,7 +506,7 @@ mod tests {
             let records: u64 = sizes.iter().sum();
             let s = EpochSpec {
                 records, shard_starts: &starts, seed, epoch, rank: world - 1, world, last_batch,
-                multiple_of, shuffle,
+                multiple_of, shuffle, partition: Partition::Blocks,
             };
             let order = epoch_order(&s).expect("orders");
             prop_assert_eq!(&order, &epoch_order(&s).expect("orders"));

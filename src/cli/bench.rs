@@ -9,7 +9,7 @@ use shardfeed_engine::augment::{
 };
 use shardfeed_engine::loader::{Loader, LoaderConfig, LoaderMetrics, StreamDigest};
 use shardfeed_engine::process::{self, MemoryStats};
-use shardfeed_engine::sampler::{LastBatch, Shuffle};
+use shardfeed_engine::sampler::{LastBatch, Partition, Shuffle};
 use shardfeed_engine::shards::Dataset;
 use shardfeed_engine::shards::MANIFEST_FILE;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,15 @@ enum LastBatchKind {
     Drop,
     /// Repeat records so that every rank gets the same count.
     Pad,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PartitionKind {
+    /// Each rank reads one contiguous block of the epoch.
+    Blocks,
+    /// Each rank reads its slice of every global batch (world x batch): the batches do not
+    /// depend on the world size (needs --full-batches).
+    GlobalBatches,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +98,9 @@ pub struct BenchArgs {
     /// How ranks get equal counts.
     #[arg(long, value_enum, default_value = "pad")]
     last_batch: LastBatchKind,
+    /// How the epoch is shared out among the ranks.
+    #[arg(long, value_enum, default_value = "blocks")]
+    partition: PartitionKind,
     /// Round each rank's count to whole batches.
     #[arg(long)]
     full_batches: bool,
@@ -173,6 +185,10 @@ fn config(a: &BenchArgs) -> LoaderConfig {
         last_batch: match a.last_batch {
             LastBatchKind::Drop => LastBatch::Drop,
             LastBatchKind::Pad => LastBatch::Pad,
+        },
+        partition: match a.partition {
+            PartitionKind::Blocks => Partition::Blocks,
+            PartitionKind::GlobalBatches => Partition::GlobalBatches,
         },
         full_batches: a.full_batches,
         strict: a.strict,

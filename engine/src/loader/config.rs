@@ -5,7 +5,7 @@
 use crate::augment::{
     Augmenter, DecodeLimits, JpegBackend, TrainTransform, Transform, TransformError, ValTransform,
 };
-use crate::sampler::{LastBatch, Shuffle};
+use crate::sampler::{LastBatch, Partition, Shuffle};
 
 /// The transform of each epoch: a constant, or steps (`from_epoch`, transform) for progressive
 /// resizing as FFCV's ImageNet recipe does (small images early, full size at the end).
@@ -118,6 +118,10 @@ pub struct LoaderConfig {
     pub world: u32,
     /// How the ranks' counts are evened out. Default [`LastBatch::Pad`].
     pub last_batch: LastBatch,
+    /// How the epoch is shared out among the ranks. Default [`Partition::Blocks`];
+    /// [`Partition::GlobalBatches`] (needs `full_batches`) makes batch `b` of every rank a
+    /// slice of global batch `b`, the same samples whatever the world size.
+    pub partition: Partition,
     /// Round each rank's count (by `last_batch`) to whole batches, so every batch holds
     /// `batch_size` images. Default `false` (the last batch may be short).
     pub full_batches: bool,
@@ -158,6 +162,7 @@ impl LoaderConfig {
             rank: 0,
             world: 1,
             last_batch: LastBatch::Pad,
+            partition: Partition::Blocks,
             full_batches: false,
             strict: false,
             decode_only: false,
@@ -213,6 +218,9 @@ impl LoaderConfig {
         if self.epochs == Some(0) {
             return Err(ConfigError::Epochs);
         }
+        if self.partition == Partition::GlobalBatches && !self.full_batches {
+            return Err(ConfigError::GlobalBatchesNeedFullBatches);
+        }
         let buffer = (self.batch_size as u128) * (self.transform.max_output_len() as u128);
         if buffer > MAX_BATCH_BYTES as u128 {
             return Err(ConfigError::BatchTooLarge {
@@ -244,6 +252,9 @@ pub enum ConfigError {
     /// `epochs` is `Some(0)`.
     #[error("epochs must be at least 1 when given")]
     Epochs,
+    /// [`Partition::GlobalBatches`] without `full_batches`.
+    #[error("global-batch partitioning needs full batches (every rank's batch b a whole slice of global batch b)")]
+    GlobalBatchesNeedFullBatches,
     /// One batch buffer would not fit in memory.
     #[error("a batch of {batch_size} images of {image_bytes} bytes is larger than 64 GiB")]
     BatchTooLarge {

@@ -13,7 +13,9 @@ use crate::loader::error::BatchError;
 use crate::loader::readahead::Hint;
 use crate::loader::worker::Task;
 use crate::loader::Position;
-use crate::sampler::{plan_epoch, EpochSpec, LastBatch, RankOrder, SamplerError, Shuffle};
+use crate::sampler::{
+    plan_epoch, EpochSpec, LastBatch, Partition, RankOrder, SamplerError, Shuffle,
+};
 use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 use shardfeed_shards::Dataset;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub(crate) struct OrderParams {
     pub last_batch: LastBatch,
     pub multiple_of: u64,
     pub shuffle: Shuffle,
+    pub partition: Partition,
 }
 
 impl OrderParams {
@@ -41,6 +44,7 @@ impl OrderParams {
             last_batch: self.last_batch,
             multiple_of: self.multiple_of,
             shuffle: self.shuffle,
+            partition: self.partition,
         })
     }
 }

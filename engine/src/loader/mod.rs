@@ -207,6 +207,7 @@ impl Loader {
             last_batch: config.last_batch,
             multiple_of,
             shuffle: config.shuffle,
+            partition: config.partition,
         };
         // Every epoch has the same counts; planning epoch 0 checks everything else.
         let samples_per_epoch =

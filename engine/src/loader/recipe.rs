@@ -16,7 +16,7 @@
 
 use crate::augment::{DecodeLimits, JpegBackend, TrainTransform, Transform, ValTransform};
 use crate::loader::config::{LoaderConfig, TransformSchedule};
-use crate::sampler::{LastBatch, Shuffle};
+use crate::sampler::{LastBatch, Partition, Shuffle};
 use serde_json::{json, Map, Value};
 
 /// A recipe that cannot be honoured, naming the field.
@@ -52,6 +52,7 @@ const FIELDS: &[&str] = &[
     "full_batches",
     "last_batch",
     "max_pixels",
+    "partition",
     "rank",
     "seed",
     "shuffle",
@@ -101,6 +102,10 @@ pub fn canonical(config: &LoaderConfig) -> String {
             LastBatch::Pad => "pad",
         },
         "max_pixels": config.decode_limits.max_pixels,
+        "partition": match config.partition {
+            Partition::Blocks => "blocks",
+            Partition::GlobalBatches => "global_batches",
+        },
         "rank": config.rank,
         "seed": config.seed,
         "shuffle": shuffle,
@@ -256,6 +261,11 @@ pub fn parse(json: &str) -> Result<LoaderConfig, RecipeError> {
             "pad" => LastBatch::Pad,
             _ => return Err(invalid("last_batch", &map["last_batch"])),
         },
+        partition: match f.str("partition")? {
+            "blocks" => Partition::Blocks,
+            "global_batches" => Partition::GlobalBatches,
+            _ => return Err(invalid("partition", &map["partition"])),
+        },
         full_batches: f.bool("full_batches")?,
         strict: f.bool("strict")?,
         decode_only: f.bool("decode_only")?,
@@ -290,6 +300,7 @@ mod tests {
                 rank: 3,
                 world: 8,
                 last_batch: LastBatch::Drop,
+                partition: Partition::GlobalBatches,
                 full_batches: true,
                 strict: true,
                 decoder: JpegBackend::Zune,

@@ -22,6 +22,15 @@ fi
 # cudarc loads NCCL by the name libnccl.so; the nvidia-nccl wheel ships only libnccl.so.2. The
 # link lives inside our own venv, and the trainer's build.rs puts that folder on the rpath.
 torch_site=$("$TORCH_VENV/bin/python" -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+# ProcessGroupNCCL.hpp (the trainer's multi-process CUDA path, trainer/build.rs) includes
+# cuda_runtime.h, which needs crt/host_config.h and CCCL's <nv/target>: the wheel's CUDA runtime
+# package leaves both to other packages. nvidia-cuda-crt and nvidia-cuda-cccl (headers only) at the
+# runtime's version (13.0) supply them.
+cuda_include=$torch_site/nvidia/cu13/include
+if [ -d "$cuda_include" ] && { [ ! -e "$cuda_include/crt/host_config.h" ] || [ ! -e "$cuda_include/nv/target" ]; }; then
+  "$TORCH_VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+    "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85"
+fi
 if [ -e "$torch_site/nvidia/nccl/lib/libnccl.so.2" ] && [ ! -e "$torch_site/nvidia/nccl/lib/libnccl.so" ]; then
   ln -s libnccl.so.2 "$torch_site/nvidia/nccl/lib/libnccl.so"
 fi

@@ -28,6 +28,8 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use tch::{Kind, Tensor};
 
+use crate::flat::FlatParams;
+
 /// Averaging across replicas failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AllReduceError {
@@ -48,6 +50,20 @@ pub enum AllReduceError {
     /// A libtorch call failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// A shim call (gradient views) failed.
+    #[error(transparent)]
+    Shim(#[from] crate::precision::ShimError),
+    /// A c10d collective or rendezvous failed (a multi-process job); `diagnosis` names the
+    /// lost or hung rank when the heartbeats tell.
+    #[error("rank {rank}: {what}{}", if diagnosis.is_empty() { String::new() } else { format!(" — {diagnosis}") })]
+    C10d {
+        /// This process's rank.
+        rank: usize,
+        /// What failed, with c10d's message.
+        what: String,
+        /// Who is to blame, from the heartbeats ([`crate::dist::health`]).
+        diagnosis: String,
+    },
 }
 
 /// Averages gradients (and broadcasts state) across the replicas of one training run.
@@ -61,6 +77,21 @@ pub trait GradientAverager: Send {
     fn average(&mut self, buffer: &mut Tensor) -> Result<(), AllReduceError>;
     /// Replaces `buffer` by rank 0's (initial weights, BN statistics).
     fn broadcast(&mut self, buffer: &mut Tensor) -> Result<(), AllReduceError>;
+    /// Called before each backward. An averager that overlaps communication with backward
+    /// arms its hooks here; the default does nothing.
+    fn before_backward(&mut self, _flat: &FlatParams) -> Result<(), AllReduceError> {
+        Ok(())
+    }
+    /// Called after each backward: leaves the mean gradient over replicas in `flat`'s
+    /// gradient buffer. The default gathers the gradients there and [`average`](Self::average)s
+    /// it in one call (nothing at world size 1).
+    fn after_backward(&mut self, flat: &mut FlatParams) -> Result<(), AllReduceError> {
+        if self.world_size() > 1 {
+            flat.gather_grads()?;
+            self.average(&mut flat.grads().shallow_clone())?;
+        }
+        Ok(())
+    }
 }
 
 /// World size 1.

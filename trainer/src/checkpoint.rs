@@ -84,6 +84,11 @@ pub struct CheckpointMeta {
     pub parameters: i64,
     /// Replicas of the run that wrote it.
     pub world_size: usize,
+    /// Images per step over all replicas of the run that wrote it (absent in checkpoints
+    /// written before elastic resume): a run resumes at any world size with the same global
+    /// batch, which fixes the batches' samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch: Option<u64>,
     /// The tensor file, relative to the checkpoint directory.
     pub tensors: String,
 }
@@ -202,6 +207,7 @@ mod tests {
             model: "small".into(),
             parameters: 3,
             world_size: 1,
+            global_batch: Some(8),
             tensors: String::new(),
         }
     }

@@ -116,10 +116,10 @@ impl EventSink for JsonLines {
         let result = serde_json::to_writer(&mut self.out, event)
             .map_err(std::io::Error::other)
             .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| match event {
-                Event::Step { .. } => Ok(()),
-                _ => self.out.flush(),
-            });
+            // Every line reaches the file at once (one write per step is nothing next to a
+            // step): a rank killed mid-run leaves a log that ends where it stopped, which a
+            // restarted job (torchrun --max-restarts) then continues.
+            .and_then(|()| self.out.flush());
         if let Err(e) = result {
             eprintln!("warning: cannot write the log {}: {e}", self.path.display());
         }

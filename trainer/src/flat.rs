@@ -283,6 +283,18 @@ impl FlatParams {
         })
     }
 
+    /// Each parameter's view of [`Self::grads`] (its gradient slot), in segment order.
+    pub fn grad_views(&self) -> &[Tensor] {
+        &self.grad_views
+    }
+
+    /// Makes the flat buffer the gradients' location without copying: for a caller that has
+    /// filled every slot itself (the bucketed all-reduce's hooks copy each own gradient into
+    /// its slot as backward produces it).
+    pub fn adopt_flat_grads(&mut self) -> Result<(), ShimError> {
+        self.point_grads_at_views()
+    }
+
     fn point_grads_at_views(&mut self) -> Result<(), ShimError> {
         if self.location == GradLocation::Flat {
             return Ok(());

@@ -30,6 +30,8 @@ use crate::allreduce::{
 };
 use crate::checkpoint::CheckpointError;
 use crate::data::{DataError, DeviceLoader, SyntheticConfig, SyntheticLoader};
+use crate::dist::env::DistEnv;
+use crate::dist::JoinOptions;
 use crate::events::{Discard, EventSink, JsonLines, Progress, Tee};
 use crate::lars::LarsConfig;
 use crate::model::{Arch, ModelOptions};
@@ -103,6 +105,23 @@ pub struct Args {
     /// Images per step per replica.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Images per step over all replicas (every rank of a multi-process job), each taking
+    /// N / replicas; overrides --batch-size. Kept the same across restarts at other world
+    /// sizes, it makes resume exact: global batch b is the same samples at any world size.
+    #[arg(long)]
+    pub global_batch: Option<usize>,
+    /// Multi-process jobs (torchrun, srun): seconds the rendezvous or one collective may take
+    /// before every rank fails, naming the lost or hung rank.
+    #[arg(long, default_value_t = 100.0)]
+    pub dist_timeout: f64,
+    /// Multi-process jobs: gradient bucket size in MB; each bucket's all-reduce starts as soon
+    /// as backward has produced it (0: one all-reduce after backward, no overlap).
+    #[arg(long, default_value_t = 25.0)]
+    pub bucket_mb: f64,
+    /// Append one JSON line per training batch (epoch, batch, rank, records) to this file, from
+    /// every rank (shards data): which samples each global batch held.
+    #[arg(long, hide = true)]
+    pub sample_log: Option<PathBuf>,
     /// Epochs.
     #[arg(long, default_value_t = 5)]
     pub epochs: u64,
@@ -332,6 +351,12 @@ pub struct Plan {
     pub classes: usize,
     /// Train and val dataset directories (shards data).
     pub shards: Option<(PathBuf, Option<PathBuf>)>,
+    /// Images per step per replica.
+    pub batch: usize,
+    /// Replicas in the whole job (this process's `devices.len()`, or the launcher's world).
+    pub world: usize,
+    /// This process's place in a multi-process job (torchrun, srun), when launched as one.
+    pub dist: Option<DistEnv>,
 }
 
 /// One device per replica from `--gpus`, `--device` and `--replicas`, given what `cuda` offers.
@@ -378,12 +403,59 @@ pub fn select_devices(args: &Args, cuda: Cuda) -> Result<Vec<Device>, LaunchErro
 /// channels-last on GPUs), image size, classes, and the dataset directories (which it opens to
 /// read the class count).
 pub fn plan(args: &Args) -> Result<Plan, LaunchError> {
-    plan_with(args, Cuda::detect())
+    let dist = DistEnv::from_vars(|k| std::env::var(k).ok())
+        .map_err(|e| LaunchError::Usage(format!("the launcher's environment: {e}")))?;
+    plan_in(args, Cuda::detect(), dist)
 }
 
-/// [`plan`] with the CUDA situation given.
+/// [`plan`] with the CUDA situation given, in a single-process run.
 pub fn plan_with(args: &Args, cuda: Cuda) -> Result<Plan, LaunchError> {
-    let devices = select_devices(args, cuda)?;
+    plan_in(args, cuda, None)
+}
+
+/// The device of one process of a multi-process job: `--device`, else GPU `LOCAL_RANK` when
+/// CUDA is there, else the CPU.
+fn dist_device(args: &Args, cuda: Cuda, env: &DistEnv) -> Result<Device, LaunchError> {
+    if args.gpus.is_some() || args.replicas > 1 {
+        return Err(LaunchError::Usage(format!(
+            "launched by {} (one process per device): drop --gpus / --replicas",
+            env.launcher
+        )));
+    }
+    match args.device.as_deref() {
+        Some("cuda") | None if cuda.available => {
+            if env.local_rank >= cuda.devices {
+                return Err(LaunchError::Usage(format!(
+                    "LOCAL_RANK {} but {} GPU(s) visible",
+                    env.local_rank, cuda.devices
+                )));
+            }
+            Ok(Device::Cuda(env.local_rank))
+        }
+        None | Some("cpu") => Ok(Device::Cpu),
+        Some(_) => Ok(select_devices(args, cuda)?[0]),
+    }
+}
+
+/// [`plan`] with the CUDA situation and the launcher's environment given.
+pub fn plan_in(args: &Args, cuda: Cuda, dist: Option<DistEnv>) -> Result<Plan, LaunchError> {
+    let devices = match &dist {
+        Some(env) => vec![dist_device(args, cuda, env)?],
+        None => select_devices(args, cuda)?,
+    };
+    let world = dist.as_ref().map_or(devices.len(), |env| env.world);
+    let batch = match args.global_batch {
+        Some(g) if g == 0 || g % world != 0 => {
+            return Err(LaunchError::Usage(format!(
+                "--global-batch {g} does not divide among {world} replicas"
+            )))
+        }
+        Some(g) => g / world,
+        None => args.batch_size,
+    };
+    if batch == 0 {
+        return Err(LaunchError::Usage("--batch-size must be at least 1".into()));
+    }
     let gpu = devices.first().is_some_and(|d| d.is_cuda());
     let precision = match args.precision.as_deref() {
         Some("bf16") => Precision::Bf16,
@@ -426,6 +498,9 @@ pub fn plan_with(args: &Args, cuda: Cuda) -> Result<Plan, LaunchError> {
         image_size,
         classes,
         shards,
+        batch,
+        world,
+        dist,
     })
 }
 
@@ -473,6 +548,9 @@ fn averager_seeds(plan: &Plan) -> Result<Vec<AveragerSeed>, LaunchError> {
 ///
 /// The first failing replica's error, as [`LaunchError::Replica`].
 pub fn launch(args: &Args, plan: &Plan, stop: &AtomicBool) -> Result<Outcome, LaunchError> {
+    if let Some(env) = &plan.dist {
+        return launch_process(args, plan, env, stop);
+    }
     let world = plan.devices.len();
     let seeds = averager_seeds(plan)?;
     let results: Vec<Result<Outcome, LaunchError>> = std::thread::scope(|s| {
@@ -491,7 +569,12 @@ pub fn launch(args: &Args, plan: &Plan, stop: &AtomicBool) -> Result<Outcome, La
                             Box::new(NcclAverager::new(id, rank, world, ordinal)?)
                         }
                     };
-                    run_replica(args, plan, rank, avg, stop)
+                    let seat = Seat {
+                        rank,
+                        world,
+                        device: plan.devices[rank],
+                    };
+                    run_replica(args, plan, seat, avg, stop)
                 })
             })
             .collect();
@@ -515,6 +598,52 @@ pub fn launch(args: &Args, plan: &Plan, stop: &AtomicBool) -> Result<Outcome, La
     first.ok_or_else(|| LaunchError::Usage("no replica ran".into()))
 }
 
+/// One process of a multi-process job (torchrun, srun): joins the job through c10d (the
+/// TCPStore, ProcessGroupGloo on the CPU or ProcessGroupNCCL on a GPU) and runs its replica.
+fn launch_process(
+    args: &Args,
+    plan: &Plan,
+    env: &DistEnv,
+    stop: &AtomicBool,
+) -> Result<Outcome, LaunchError> {
+    let seconds = |flag: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(LaunchError::Usage(format!(
+                "{flag} must be a number of seconds ≥ 0"
+            )))
+        }
+    };
+    let device = plan.devices[0];
+    let mut options = JoinOptions::new(device, |k| std::env::var(k).ok());
+    options.timeout =
+        std::time::Duration::from_secs_f64(seconds("--dist-timeout", args.dist_timeout)?);
+    options.bucket_bytes = (seconds("--bucket-mb", args.bucket_mb)? * 1e6) as usize;
+    eprintln!("shardfeed-train: {}", env.describe());
+    let avg = crate::dist::join(env, &options)?;
+    let seat = Seat {
+        rank: env.rank,
+        world: env.world,
+        device,
+    };
+    run_replica(args, plan, seat, Box::new(avg), stop).map_err(|e| match e {
+        LaunchError::Usage(_) | LaunchError::Resume { .. } => e,
+        e => LaunchError::Replica {
+            rank: env.rank,
+            source: Box::new(e),
+        },
+    })
+}
+
+/// Where a replica sits: its rank among `world`, and its device.
+#[derive(Debug, Clone, Copy)]
+struct Seat {
+    rank: usize,
+    world: usize,
+    device: Device,
+}
+
 /// libtorch's generator is process-wide: replicas seed and build their model under this lock so
 /// rank 0's initial weights (which every rank copies) depend on `--seed` only, not on timing.
 static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -522,12 +651,15 @@ static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn run_replica(
     args: &Args,
     plan: &Plan,
-    rank: usize,
+    seat: Seat,
     mut avg: Box<dyn GradientAverager>,
     stop: &AtomicBool,
 ) -> Result<Outcome, LaunchError> {
-    let device = plan.devices[rank];
-    let world = plan.devices.len();
+    let Seat {
+        rank,
+        world,
+        device,
+    } = seat;
     let config = ReplicaConfig {
         format: plan.format,
         precision: plan.precision,
@@ -559,13 +691,13 @@ fn run_replica(
     replica
         .sync_from_rank0(avg.as_mut())
         .map_err(LaunchError::Train)?;
-    let (mut train_loader, mut val_loader, remote_stats) = loaders(args, plan, rank)?;
+    let (mut train_loader, mut val_loader, remote_stats) = loaders(args, plan, seat)?;
     if let (0, Some(addr), Some(stats)) = (rank, args.metrics_listen, &remote_stats) {
         let bound = shardfeed_engine::remote::serve_metrics(addr, std::sync::Arc::clone(stats))
             .map_err(|e| LaunchError::Usage(format!("--metrics-listen {addr}: {e}")))?;
         eprintln!("metrics on http://{bound}/metrics");
     }
-    let global_batch = args.batch_size * world;
+    let global_batch = plan.batch * world;
     let defaults = mlperf_defaults(global_batch as u64);
     let schedule = PolyWarmup::new(
         args.lr.unwrap_or(defaults.base_lr),
@@ -587,7 +719,7 @@ fn run_replica(
     let resume = match &args.checkpoint_dir {
         Some(dir) if args.resume && crate::checkpoint::exists(dir) => {
             let point = replica
-                .load_checkpoint(dir)
+                .load_checkpoint_at(dir, Some(global_batch))
                 .map_err(|source| LaunchError::Resume {
                     dir: dir.clone(),
                     source,
@@ -713,14 +845,23 @@ fn remote_config(
 fn loaders(
     args: &Args,
     plan: &Plan,
-    rank: usize,
+    seat: Seat,
 ) -> Result<(BoxedLoader, Option<BoxedLoader>, Option<SharedRemoteStats>), LaunchError> {
-    let device = plan.devices[rank];
-    let world = plan.devices.len();
+    let Seat {
+        rank,
+        world,
+        device,
+    } = seat;
+    // Cores are shared among the replicas of this host.
+    let local = plan
+        .dist
+        .as_ref()
+        .map_or(world, |env| env.local_world)
+        .max(1);
     let size = (plan.image_size, plan.image_size);
     let Some((train_dir, val_dir)) = &plan.shards else {
         let config = SyntheticConfig {
-            batch: args.batch_size,
+            batch: plan.batch,
             size,
             classes: plan.classes,
             batches_per_epoch: args.steps_per_epoch,
@@ -745,14 +886,19 @@ fn loaders(
     let options = ShardsOptions {
         size: u32::try_from(plan.image_size)
             .map_err(|_| LaunchError::Usage("--image-size is too large".into()))?,
-        batch: args.batch_size,
+        batch: plan.batch,
         seed: args.seed,
         rank: rank as u32,
         world: world as u32,
-        workers: args.workers.unwrap_or((cores / world).max(1)),
+        workers: args.workers.unwrap_or((cores / local).max(1)),
         remote: remote_config(args, rank)?,
+        sample_log: None,
     };
-    let train = ShardsSource::open(train_dir, Split::Train, &options)?;
+    let train_options = ShardsOptions {
+        sample_log: args.sample_log.clone(),
+        ..options.clone()
+    };
+    let train = ShardsSource::open(train_dir, Split::Train, &train_options)?;
     let stats = train.engine().remote_stats_handle();
     let val = match val_dir {
         Some(dir) if args.eval_every > 0 => Some(Box::new(

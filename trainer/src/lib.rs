@@ -23,6 +23,7 @@
 pub mod allreduce;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod events;
 pub mod flat;
 pub mod lars;

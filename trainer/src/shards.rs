@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use shardfeed_engine::loader::{Batch, Loader, LoaderConfig, Position};
 use shardfeed_engine::remote::RemoteConfig;
-use shardfeed_engine::sampler::LastBatch;
+use shardfeed_engine::sampler::{LastBatch, Partition};
 use shardfeed_engine::shards::Dataset;
 
 use crate::data::{DataError, DeviceFeeder, HostBatch, HostBatchSource};
@@ -51,6 +51,9 @@ pub struct ShardsOptions {
     pub workers: usize,
     /// Take the batches from `shardfeed serve` workers instead (the same bytes).
     pub remote: Option<RemoteConfig>,
+    /// Append one JSON line per batch served (`epoch`, `batch`, `rank`, `world`, `records`) to this
+    /// file: which samples each rank trained on, for checking elastic resume.
+    pub sample_log: Option<std::path::PathBuf>,
 }
 
 impl Default for ShardsOptions {
@@ -63,7 +66,46 @@ impl Default for ShardsOptions {
             world: 1,
             workers: 0,
             remote: None,
+            sample_log: None,
         }
+    }
+}
+
+/// `--sample-log`: the records of every batch, one JSON line each, appended with one write so
+/// that the lines of several ranks sharing the file do not interleave.
+struct SampleLog {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    rank: u32,
+    world: u32,
+}
+
+impl SampleLog {
+    fn open(path: &Path, rank: u32, world: u32) -> Result<SampleLog, DataError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| DataError::Source(format!("sample log {}: {e}", path.display())))?;
+        Ok(SampleLog {
+            file,
+            path: path.to_owned(),
+            rank,
+            world,
+        })
+    }
+
+    fn write(&mut self, epoch: u64, batch: u64, records: &[u64]) -> Result<(), DataError> {
+        use std::io::Write;
+        let mut line = serde_json::json!({
+            "epoch": epoch, "batch": batch, "rank": self.rank, "world": self.world,
+            "records": records,
+        })
+        .to_string();
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| DataError::Source(format!("sample log {}: {e}", self.path.display())))
     }
 }
 
@@ -82,6 +124,7 @@ pub struct ShardsSource {
     /// The batch whose pixels the last [`HostBatch`] lent out; dropping it gives its buffer back
     /// to the engine's pool.
     held: Option<Batch>,
+    sample_log: Option<SampleLog>,
 }
 
 impl std::fmt::Debug for ShardsSource {
@@ -118,6 +161,9 @@ impl ShardsSource {
             world: options.world,
             workers: options.workers,
             last_batch: LastBatch::Drop,
+            // Batch b of every rank is a slice of global batch b, so a checkpoint resumes at
+            // another world size with the same global batches (elastic resume).
+            partition: Partition::GlobalBatches,
             full_batches: true,
             ..base
         };
@@ -149,6 +195,10 @@ impl ShardsSource {
             epoch: 0,
             next_batch: 0,
             held: None,
+            sample_log: match &options.sample_log {
+                None => None,
+                Some(path) => Some(SampleLog::open(path, options.rank, options.world)?),
+            },
         })
     }
 
@@ -225,6 +275,9 @@ impl HostBatchSource for ShardsSource {
                     self.size.1
                 ),
             });
+        }
+        if let Some(log) = &mut self.sample_log {
+            log.write(self.epoch, self.next_batch, batch.records())?;
         }
         self.next_batch += 1;
         let held = self.held.insert(batch);

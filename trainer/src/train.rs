@@ -363,12 +363,10 @@ impl Replica {
             self.label_smoothing,
         )?;
         timer.mark(Phase::Loss);
+        avg.before_backward(&self.flat)?;
         loss.f_backward()?;
         timer.mark(Phase::Backward);
-        if avg.world_size() > 1 {
-            self.flat.gather_grads()?;
-            avg.average(&mut self.flat.grads().shallow_clone())?;
-        }
+        avg.after_backward(&mut self.flat)?;
         timer.mark(Phase::Average);
         match self.step_path {
             StepPath::Auto => self.lars.step(&self.flat, lr),
@@ -464,6 +462,7 @@ impl Replica {
         dir: &Path,
         resume: ResumePoint,
         world_size: usize,
+        global_batch: usize,
     ) -> Result<PathBuf, CheckpointError> {
         let meta = CheckpointMeta {
             format: CHECKPOINT_FORMAT,
@@ -472,6 +471,7 @@ impl Replica {
             model: self.model_name.clone(),
             parameters: self.flat.numel(),
             world_size,
+            global_batch: Some(global_batch as u64),
             tensors: String::new(),
         };
         checkpoint::save(dir, meta, &self.state_tensors())
@@ -479,12 +479,30 @@ impl Replica {
 
     /// Loads the checkpoint in `dir` into this replica; returns where to resume.
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<ResumePoint, CheckpointError> {
+        self.load_checkpoint_at(dir, None)
+    }
+
+    /// [`Replica::load_checkpoint`] for a run of `global_batch` images per step: a checkpoint
+    /// written at another global batch is refused (its positions count other batches).
+    pub fn load_checkpoint_at(
+        &mut self,
+        dir: &Path,
+        global_batch: Option<usize>,
+    ) -> Result<ResumePoint, CheckpointError> {
         let (meta, tensors) = checkpoint::load(dir)?;
         let path = dir.join(&meta.tensors);
         let mismatch = |reason: String| CheckpointError::Mismatch {
             path: path.clone(),
             reason,
         };
+        if let (Some(written), Some(now)) = (meta.global_batch, global_batch) {
+            if written != now as u64 {
+                return Err(mismatch(format!(
+                    "written at a global batch of {written} images ({} replicas), this run's is                      {now}: resume with --global-batch {written}",
+                    meta.world_size
+                )));
+            }
+        }
         if meta.model != self.model_name || meta.parameters != self.flat.numel() {
             return Err(mismatch(format!(
                 "a {} with {} parameters, this run trains a {} with {}",
@@ -639,7 +657,12 @@ pub fn run(
     let world_size = avg.world_size();
     let save = |replica: &Replica, step: u64, position: Position, sink: &mut dyn EventSink| {
         if let Some(dir) = checkpoint_dir {
-            replica.save_checkpoint(dir, ResumePoint { step, position }, world_size)?;
+            replica.save_checkpoint(
+                dir,
+                ResumePoint { step, position },
+                world_size,
+                global_batch,
+            )?;
             sink.event(&Event::Checkpoint {
                 step,
                 path: dir.to_owned(),

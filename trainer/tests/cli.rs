@@ -1,57 +1,10 @@
 //! End-to-end: the `shardfeed-train` binary on the CPU.
 
+mod common;
+
+use common::*;
 use std::path::Path;
 use std::process::Command;
-
-fn train() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardfeed-train"));
-    c.args(["--device", "cpu", "--threads", "1"]);
-    c
-}
-
-fn tiny(c: &mut Command) -> &mut Command {
-    c.args([
-        "--data",
-        "synthetic",
-        "--model",
-        "small",
-        "--classes",
-        "4",
-        "--image-size",
-        "16",
-        "--batch-size",
-        "8",
-        "--steps-per-epoch",
-        "3",
-        "--val-batches",
-        "1",
-        "--lr",
-        "5",
-        "--warmup-epochs",
-        "0.5",
-        "--log-every",
-        "2",
-    ])
-}
-
-fn events(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// A small shardfeed dataset (4 classes, 8 training images each, 2 val each) in `dir`.
-fn tiny_shards(dir: &Path) -> std::path::PathBuf {
-    let opts = shardfeed_engine::synth::SynthOptions {
-        classes: 4,
-        per_class: 8,
-        val_per_class: 2,
-        ..shardfeed_engine::synth::SynthOptions::default()
-    };
-    shardfeed_engine::demo::synthetic_dataset_with(dir, &opts, 2).unwrap()
-}
 
 fn shards_run(data: &Path, epochs: &str) -> Command {
     let mut c = train();
@@ -76,14 +29,6 @@ fn shards_run(data: &Path, epochs: &str) -> Command {
             epochs,
         ]);
     c
-}
-
-fn step_losses(log: &Path) -> Vec<(u64, f64)> {
-    events(log)
-        .iter()
-        .filter(|e| e["event"] == "step")
-        .map(|e| (e["step"].as_u64().unwrap(), e["loss"].as_f64().unwrap()))
-        .collect()
 }
 
 #[test]
@@ -325,48 +270,6 @@ fn bench_mode_prints_images_per_second() {
     assert!(stdout.trim_end().ends_with("img/s"));
 }
 
-/// torchrun from the project's torch venv (`$TORCH_VENV`, else `.venv/torch` at the workspace
-/// root), or `None`, saying so, where it is absent.
-fn torchrun() -> Option<std::path::PathBuf> {
-    let venv = std::env::var_os("TORCH_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/torch"));
-    let bin = venv.join("bin").join("torchrun");
-    if bin.exists() {
-        Some(bin)
-    } else {
-        eprintln!(
-            "skipped: no torchrun at {} (scripts/setup-torch.sh installs it)",
-            bin.display()
-        );
-        None
-    }
-}
-
-/// Runs `c` to its end, killing it after `limit` (a hung launcher fails the test instead of
-/// hanging it; no assertion is made on the time taken).
-fn output_within(c: &mut Command, limit: std::time::Duration) -> std::process::Output {
-    use std::process::Stdio;
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{c:?} still running after {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Every option string of `cmd` (long, short and aliases, `--help` and `--version` included), as
 /// torchrun's parser sees them after the training program's name.
 fn option_strings(mut cmd: clap::Command) -> Vec<String> {
@@ -423,48 +326,6 @@ fn every_flag_passes_torchruns_parser() {
         "torchrun refused our flags {flags:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The launch from the bug report: torchrun starts two `shardfeed-train` processes with
-/// `--log-file`, and both run (each an independent single-process run; they append to one log).
-#[test]
-fn torchrun_starts_both_ranks_with_a_log_file() {
-    let Some(torchrun) = torchrun() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("run.jsonl");
-    let mut c = Command::new(torchrun);
-    c.current_dir(dir.path())
-        .args([
-            "--no-python",
-            "--standalone",
-            "--nnodes",
-            "1",
-            "--nproc-per-node",
-            "2",
-        ])
-        .arg(env!("CARGO_BIN_EXE_shardfeed-train"))
-        .args(["--device", "cpu", "--threads", "1"]);
-    tiny(&mut c).args([
-        "--epochs",
-        "1",
-        "--max-steps",
-        "2",
-        "--eval-every",
-        "0",
-        "--checkpoint-every",
-        "0",
-        "--log-file",
-        "run.jsonl",
-    ]);
-    let out = output_within(&mut c, std::time::Duration::from_secs(300));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ev = events(&log);
-    let count = |kind: &str| ev.iter().filter(|e| e["event"] == kind).count();
-    assert_eq!((count("start"), count("end"), count("step")), (2, 2, 4));
 }
 
 /// Not a test of its own: when `SHARDFEED_TEST_SERVE` names a dataset, this test binary runs as

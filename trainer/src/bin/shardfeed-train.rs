@@ -55,13 +55,14 @@ fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, ctrlc::Error> {
 fn train(args: &Args, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     let plan = plan(args)?;
     eprintln!(
-        "shardfeed-train: {} on {:?} x{}, {:?}, {:?}, batch {} per replica, {}x{} images",
+        "shardfeed-train: {} on {:?} x{}, {:?}, {:?}, batch {} per replica ({} replicas), {}x{} images",
         args.model,
         plan.devices[0],
         plan.devices.len(),
         plan.precision,
         plan.format,
-        args.batch_size,
+        plan.batch,
+        plan.world,
         plan.image_size,
         plan.image_size
     );

@@ -301,6 +301,7 @@ mod tests {
             last_batch: shardfeed_engine::sampler::LastBatch::Drop,
             multiple_of: 4,
             shuffle: shardfeed_engine::sampler::Shuffle::Global,
+            partition: shardfeed_engine::sampler::Partition::GlobalBatches,
         };
         let plan = plan_epoch(&spec).unwrap();
         plan.samples.iter().map(|s| s.record as i64).collect()

@@ -1,8 +1,10 @@
 //! [`VecHostSource`]: images and labels held in memory, served in the engine's epoch order
 //! ([`shardfeed_engine::sampler::plan_epoch`]: a fresh global shuffle each epoch, whole batches,
-//! each replica its own block), so it partitions and resumes exactly as the shards pipeline does.
+//! each replica its slice of every global batch), so it partitions and resumes exactly as the shards pipeline does.
 
-use shardfeed_engine::sampler::{per_rank_count, plan_epoch, EpochSpec, LastBatch, Shuffle};
+use shardfeed_engine::sampler::{
+    per_rank_count, plan_epoch, EpochSpec, LastBatch, Partition, Shuffle,
+};
 
 use super::{DataError, HostBatch, HostBatchSource};
 
@@ -120,6 +122,7 @@ impl VecHostSource {
             last_batch: LastBatch::Drop,
             multiple_of: self.batch as u64,
             shuffle: Shuffle::Global,
+            partition: Partition::GlobalBatches,
         }
     }
 }

@@ -1,0 +1,3 @@
+// See ../README.md: ProcessGroupGloo.hpp includes it but uses nothing from it.
+#pragma once
+#include "gloo/context.h"

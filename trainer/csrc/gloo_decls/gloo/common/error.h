@@ -1,0 +1,2 @@
+// See ../../README.md: ProcessGroupGloo.hpp includes it but uses nothing from it.
+#pragma once

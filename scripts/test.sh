@@ -9,13 +9,20 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/setup-torch.sh   # libtorch for the trainer crate (a workspace member)
 
-echo "== cargo fmt --check"
+# Each stage says when it starts, in seconds since the script did: where CI's time goes.
+started=$SECONDS
+stage() { echo "== [$((SECONDS - started)) s] $*"; }
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
+stage "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+stage "cargo test"
 cargo test --workspace --locked
-echo "== Python package: maturin build, pytest with numpy and with torch"
+stage "Python package: maturin build, pytest with numpy and with torch"
 scripts/test-python.sh
-echo "== docker image test (skips where no Docker engine is up)"
-docker/test-images.sh
+stage "docker image test (skips where no Docker engine is up)"
+# The image is built from the dev profile's binary here (dependencies optimised, ours not), which
+# `cargo test` has just built: a release build would compile every dependency again, for a test
+# of the image (files, libraries, user, mounts) rather than of the compiler's optimisations.
+SHARDFEED_IMAGE_PROFILE=dev docker/test-images.sh
+stage "done"

@@ -8,18 +8,27 @@ Rust trainer does.
 
 Prints `pytorch-eager resnet50: N images in T s = R img/s` over the steps after --warmup, and with
 --phases `pytorch-eager phases (ms/step): data .. zero .. forward .. loss .. backward .. allreduce
-.. lars .. sync .. total ..`, the same phases `shardfeed-train --phases` prints (allreduce is 0: one
-process, no DDP). On CUDA --phases synchronises at every phase boundary: measure img/s without it.
+.. lars .. sync .. total ..`, the same phases `shardfeed-train --phases` prints (allreduce is 0: with
+DDP it happens inside backward). On CUDA --phases synchronises at every phase boundary: measure
+img/s without it.
+
+Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel and the line
+starts `pytorch-ddp`, images counted over all ranks: the peer of `torchrun --no-python ...
+shardfeed-train`.
 
   python bench/pytorch_eager_resnet50.py                       # H100: batch 256, 224x224, bf16
   python bench/pytorch_eager_resnet50.py --device cpu --batch-size 4 --image-size 32 --steps 3 --warmup 1
+  torchrun --standalone --nproc-per-node 8 bench/pytorch_eager_resnet50.py   # DDP, 8 GPUs
 """
 import argparse
+import os
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import torchvision
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def lars_step(params, moms, scaled_mask, lr, momentum, weight_decay, eta, epsilon):
@@ -58,12 +67,25 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    # Under torchrun (WORLD_SIZE > 1): PyTorch DDP, the peer of `shardfeed-train` launched the
+    # same way (NCCL on CUDA, Gloo on the CPU; 25 MB buckets, gradients as bucket views, BN
+    # statistics per rank as `shardfeed-train` keeps them).
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
     device = torch.device(args.device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
     fmt = torch.channels_last if args.memory_format == "nhwc" else torch.contiguous_format
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=args.classes).to(device, memory_format=fmt)
     model.train()
     params = [p for p in model.parameters()]
+    if world > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    bucket_cap_mb=25, gradient_as_bucket_view=True, broadcast_buffers=False)
     moms = [torch.zeros_like(p) for p in params]
     scaled_mask = torch.tensor([p.ndim > 1 for p in params], device=device)
 
@@ -127,13 +149,17 @@ def main():
     prev.item()
     sync()
     dt = time.perf_counter() - t0
-    n = (args.steps - args.warmup) * b
-    print(f"pytorch-eager resnet50: {n} images in {dt:.3f} s = {n / dt:.1f} img/s")
-    if args.phases:
+    n = (args.steps - args.warmup) * b * world
+    name = "pytorch-ddp" if world > 1 else "pytorch-eager"
+    if rank == 0:
+        print(f"{name} resnet50: {n} images in {dt:.3f} s = {n / dt:.1f} img/s")
+    if args.phases and rank == 0:
         k = args.steps - args.warmup
         per = {p: totals[p] * 1e3 / k for p in names}
         line = " ".join(f"{p} {v:.1f}" for p, v in per.items())
-        print(f"pytorch-eager phases (ms/step): {line} total {sum(per.values()):.1f}")
+        print(f"{name} phases (ms/step): {line} total {sum(per.values()):.1f}")
+    if world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

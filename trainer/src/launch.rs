@@ -627,12 +627,22 @@ fn launch_process(
         world: env.world,
         device,
     };
-    run_replica(args, plan, seat, Box::new(avg), stop).map_err(|e| match e {
+    let outcome = run_replica(args, plan, seat, Box::new(avg), stop).map_err(|e| match e {
         LaunchError::Usage(_) | LaunchError::Resume { .. } => e,
         e => LaunchError::Replica {
             rank: env.rank,
             source: Box::new(e),
         },
+    })?;
+    // Rank 0 reports, as in one process.
+    Ok(if env.rank == 0 {
+        outcome
+    } else {
+        Outcome {
+            bench: None,
+            phases: None,
+            ..outcome
+        }
     })
 }
 

@@ -73,7 +73,7 @@ fn train(args: &Args, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             args.model,
             images as f64 / secs
         );
-    } else if args.bench_warmup.is_some() {
+    } else if args.bench_warmup.is_some() && plan.dist.as_ref().is_none_or(|e| e.rank == 0) {
         eprintln!("shardfeed-train: too few steps after --bench-warmup to measure");
     }
     if let Some(phases) = outcome.phases {

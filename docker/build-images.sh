@@ -11,9 +11,16 @@ tag=${1:-shardfeed:dev}
 source scripts/setup.sh
 
 docker/bootstrap-base.sh debian:bookworm-slim
-cargo build --release --locked -p shardfeed
+# SHARDFEED_IMAGE_BINARY: a shardfeed binary already built for this checkout (the test script
+# passes the one its `cargo test --workspace` built); otherwise a release build.
+binary=${SHARDFEED_IMAGE_BINARY:-}
+if [ -z "$binary" ]; then
+  cargo build --release --locked -p shardfeed
+  binary=target/release/shardfeed
+fi
+[ -x "$binary" ] || { echo "build-images: no binary at $binary" >&2; exit 2; }
 # Stripped: the image carries no debug info (the line tables are for profiling on the host).
-install -D -s -m 0755 target/release/shardfeed docker/bin/shardfeed
+install -D -s -m 0755 "$binary" docker/bin/shardfeed
 
 # BuildKit, which builds only the stages the target needs (the legacy builder would try to pull
 # the Rust image of the unused source stage): the buildx plugin where it is installed, else a

@@ -21,8 +21,9 @@ cargo test --workspace --locked
 stage "Python package: maturin build, pytest with numpy and with torch"
 scripts/test-python.sh
 stage "docker image test (skips where no Docker engine is up)"
-# The image is built from the dev profile's binary here (dependencies optimised, ours not), which
-# `cargo test` has just built: a release build would compile every dependency again, for a test
-# of the image (files, libraries, user, mounts) rather than of the compiler's optimisations.
-SHARDFEED_IMAGE_PROFILE=dev docker/test-images.sh
+# The image gets the binary `cargo test --workspace` has just built (dev profile, dependencies
+# optimised): building it again, in release or even as `-p shardfeed` alone (other feature
+# unification), would compile the dependencies a second time, for a test of the image (files,
+# libraries, user, mounts) rather than of the optimiser.
+SHARDFEED_IMAGE_BINARY=target/debug/shardfeed docker/test-images.sh
 stage "done"

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
     println!("cargo:rerun-if-changed=csrc/c10d.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim_error.h");
     println!("cargo:rerun-if-changed=csrc/gloo_decls");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = match std::env::var_os("DEP_TCH_LIBTORCH_LIB") {

@@ -27,26 +27,7 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-char* dup_error(const std::string& msg) {
-  size_t n = msg.size() + 1;
-  char* out = static_cast<char*>(std::malloc(n));
-  if (out != nullptr) std::memcpy(out, msg.c_str(), n);
-  return out;
-}
-
-}  // namespace
-
-#define SF_TRY(...)                            \
-  try {                                        \
-    __VA_ARGS__                                \
-  } catch (const std::exception& e) {          \
-    return dup_error(e.what());                \
-  } catch (...) {                              \
-    return dup_error("unknown C++ exception"); \
-  }                                            \
-  return nullptr;
+#include "shim_error.h"
 
 struct SfStore {
   c10::intrusive_ptr<c10d::Store> store;
@@ -62,11 +43,10 @@ namespace {
 // hook that outlives its SfBuckets finds `armed == false` and does nothing).
 struct BucketState {
   c10::intrusive_ptr<c10d::Backend> backend;
-  at::Tensor flat;                       // the flat gradient buffer
   std::vector<at::Tensor> params;        // leaf parameters
-  std::vector<at::Tensor> slots;         // each parameter's view of `flat`
+  std::vector<at::Tensor> slots;         // each parameter's gradient slot
   std::vector<int32_t> bucket_of;        // parameter -> bucket
-  std::vector<at::Tensor> buckets;       // each bucket's contiguous range of `flat`
+  std::vector<at::Tensor> buckets;       // each bucket's range of the flat buffer
   std::vector<int32_t> size;             // parameters per bucket
 
   std::mutex mu;
@@ -249,7 +229,7 @@ char* sf_group_nccl(SfStore* s, int rank, int size, int64_t timeout_ms, SfGroup*
   })
 #else
   (void)s; (void)rank; (void)size; (void)timeout_ms; (void)out;
-  return dup_error("this shardfeed-train was built without ProcessGroupNCCL (no CUDA/NCCL headers in the torch venv)");
+  return sf::dup_error("this shardfeed-train was built without ProcessGroupNCCL (no CUDA/NCCL headers in the torch venv)");
 #endif
 }
 
@@ -287,7 +267,6 @@ char* sf_buckets_new(SfGroup* g, at::Tensor* flat, at::Tensor** params, at::Tens
   SF_TRY({
     auto state = std::make_shared<BucketState>();
     state->backend = g->backend;
-    state->flat = *flat;
     state->size.assign(nbuckets, 0);
     for (size_t b = 0; b < nbuckets; b++) {
       state->buckets.push_back(flat->narrow(0, bucket_start[b], bucket_len[b]));

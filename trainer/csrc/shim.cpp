@@ -11,14 +11,9 @@
 #include <cstring>
 #include <exception>
 
-namespace {
+#include "shim_error.h"
 
-char* dup_error(const char* msg) {
-  size_t n = std::strlen(msg) + 1;
-  char* out = static_cast<char*>(std::malloc(n));
-  if (out != nullptr) std::memcpy(out, msg, n);
-  return out;
-}
+namespace {
 
 // Device type codes of the Rust side (src/precision.rs).
 bool to_device_type(int code, at::DeviceType* out) {
@@ -59,16 +54,6 @@ bool to_memory_format(int code, at::MemoryFormat* out) {
 
 }  // namespace
 
-#define SF_TRY(body)                                  \
-  try {                                               \
-    body                                              \
-  } catch (const std::exception& e) {                 \
-    return dup_error(e.what());                       \
-  } catch (...) {                                     \
-    return dup_error("unknown C++ exception");        \
-  }                                                   \
-  return nullptr;
-
 extern "C" {
 
 void sf_free_error(char* err) { std::free(err); }
@@ -77,7 +62,7 @@ void sf_free_error(char* err) { std::free(err); }
 char* sf_autocast_get(int device, bool* enabled, int* dtype) {
   SF_TRY({
     at::DeviceType d;
-    if (!to_device_type(device, &d)) return dup_error("unknown device type code");
+    if (!to_device_type(device, &d)) return sf::dup_error("unknown device type code");
     *enabled = at::autocast::is_autocast_enabled(d);
     *dtype = from_scalar_type(at::autocast::get_autocast_dtype(d));
   })
@@ -90,8 +75,8 @@ char* sf_autocast_set(int device, bool enabled, int dtype) {
   SF_TRY({
     at::DeviceType d;
     at::ScalarType t;
-    if (!to_device_type(device, &d)) return dup_error("unknown device type code");
-    if (!to_scalar_type(dtype, &t)) return dup_error("unknown scalar type code");
+    if (!to_device_type(device, &d)) return sf::dup_error("unknown device type code");
+    if (!to_scalar_type(dtype, &t)) return sf::dup_error("unknown scalar type code");
     at::autocast::set_autocast_dtype(d, t);
     at::autocast::set_autocast_enabled(d, enabled);
   })
@@ -112,7 +97,7 @@ char* sf_autocast_exit() {
 char* sf_contiguous(const at::Tensor* self, int format, at::Tensor** out) {
   SF_TRY({
     at::MemoryFormat f;
-    if (!to_memory_format(format, &f)) return dup_error("unknown memory format code");
+    if (!to_memory_format(format, &f)) return sf::dup_error("unknown memory format code");
     *out = new at::Tensor(self->contiguous(f));
   })
 }
@@ -120,7 +105,7 @@ char* sf_contiguous(const at::Tensor* self, int format, at::Tensor** out) {
 char* sf_is_contiguous(const at::Tensor* self, int format, bool* out) {
   SF_TRY({
     at::MemoryFormat f;
-    if (!to_memory_format(format, &f)) return dup_error("unknown memory format code");
+    if (!to_memory_format(format, &f)) return sf::dup_error("unknown memory format code");
     *out = self->is_contiguous(f);
   })
 }

@@ -44,7 +44,9 @@ pub struct ShimError {
     pub message: String,
 }
 
-fn check(call: &'static str, err: *mut c_char) -> Result<(), ShimError> {
+/// The shim's convention (every `sf_*` call of `csrc/`): null on success, else a malloc'd
+/// message, taken and freed here.
+pub(crate) fn check(call: &'static str, err: *mut c_char) -> Result<(), ShimError> {
     if err.is_null() {
         return Ok(());
     }

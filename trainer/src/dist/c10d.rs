@@ -4,7 +4,7 @@
 //! These are the objects `torch.distributed` and DDP are made of; nothing here moves bytes
 //! itself.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -27,7 +27,6 @@ struct SfBuckets {
 }
 
 extern "C" {
-    fn sf_free_error(err: *mut c_char);
     fn sf_store_connect(
         host: *const c_char,
         port: u16,
@@ -106,16 +105,12 @@ pub struct C10dError {
     pub message: String,
 }
 
+/// The shim's error convention, shared with the rest of `csrc/` ([`crate::precision::check`]).
 fn check(call: &'static str, err: *mut c_char) -> Result<(), C10dError> {
-    if err.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
-    let message = unsafe { CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { sf_free_error(err) };
-    Err(C10dError { call, message })
+    crate::precision::check(call, err).map_err(|e| C10dError {
+        call: e.call,
+        message: e.message,
+    })
 }
 
 fn c_string(call: &'static str, s: &str) -> Result<CString, C10dError> {

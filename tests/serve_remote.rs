@@ -325,6 +325,35 @@ fn two_ranks_share_the_same_workers() {
     }
 }
 
+/// A trainer's train and val loaders connect under one client name; the worker's limit on
+/// requests in flight is per connection, so each gets all of it and none is closed for
+/// "more than N requests in flight" (which the worker once counted per name).
+#[test]
+fn two_loaders_of_one_client_each_get_the_whole_in_flight_limit() {
+    let root = dataset();
+    let train = root.join("train");
+    let worker = Worker::start(&root, &["--max-in-flight", "2"]);
+    let loaders: Vec<_> = (0..2)
+        .map(|_| {
+            let (train, addr) = (train.clone(), worker.addr.clone());
+            std::thread::spawn(move || {
+                let mut remote = remote_config(&[&addr], Duration::from_secs(20));
+                remote.client_name = "trainer-0:7/rank0".into();
+                let mut loader = remote_loader(&train, config(0, 1), remote);
+                let digest = remote_digest(&mut loader, 2, |_, _| {});
+                (digest, loader.remote_stats().expect("stats"))
+            })
+        })
+        .collect();
+    let want = local_digest(&train, config(0, 1), 2);
+    for h in loaders {
+        let (got, stats) = h.join().expect("loader thread");
+        assert_eq!(got, want);
+        let w = &stats.workers[&worker.addr];
+        assert_eq!((w.lost, stats.reassigned), (0, 0), "{:?}", stats.log);
+    }
+}
+
 #[test]
 fn wrong_secrets_and_other_data_are_refused_with_clear_messages() {
     let root = dataset();

@@ -17,7 +17,7 @@ use shardfeed_wire::message::{
     AuthMode, BatchMeta, Bytes32, Challenge, Decode, Encode, Hello, Proof, Reason, Request, Welcome,
 };
 use std::io::IoSlice;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,7 +247,11 @@ async fn compute_requests(
         .await;
         return Err(format!("cannot start a session thread: {e}"));
     }
-    let in_flight = &counters.in_flight;
+    // The limit is this connection's: a client may hold several (a trainer's train and val
+    // loaders share its name, and so its metrics), each allowed `max` requests. The client's
+    // gauge in the metrics adds up its connections.
+    let in_flight = AtomicU64::new(0);
+    let gauge = &counters.in_flight;
     let reading = async {
         loop {
             let Some(h) = read_header(&mut rd).await? else {
@@ -267,6 +271,7 @@ async fn compute_requests(
                         return Err(format!("more than {max} requests in flight"));
                     }
                     in_flight.fetch_add(1, Ordering::Relaxed);
+                    gauge.fetch_add(1, Ordering::Relaxed);
                     let _ = ids_tx.send(h.request);
                     if positions_tx
                         .try_send(Position::new(r.epoch, r.batch))
@@ -288,6 +293,7 @@ async fn compute_requests(
         while let Some(item) = answers_rx.recv().await {
             let id = ids_rx.recv().await.ok_or("an answer without a request")?;
             in_flight.fetch_sub(1, Ordering::Relaxed);
+            gauge.fetch_sub(1, Ordering::Relaxed);
             match item {
                 Ok(batch) => {
                     let write = write_batch(&mut wr, id, &batch);
@@ -322,7 +328,11 @@ async fn compute_requests(
         r = reading => r,
         w = writing => w,
     };
-    in_flight.store(0, Ordering::Relaxed);
+    // What this connection still had outstanding leaves the client's gauge with it.
+    let left = in_flight.load(Ordering::Relaxed);
+    let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |g| {
+        Some(g.saturating_sub(left))
+    });
     outcome
 }
 

@@ -466,3 +466,38 @@ fn a_remote_loader_resumes_exactly_where_a_local_one_would() {
     );
     assert_eq!(digest_from(&mut remote), digest_from(&mut local));
 }
+
+/// `shardfeed health` (the images' health check) says healthy while the worker's metrics
+/// endpoint answers, and fails, naming the address, when it is gone or is not HTTP.
+#[test]
+fn health_reports_a_worker_up_then_gone() {
+    let root = dataset();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("its address").port()
+    };
+    let metrics = format!("127.0.0.1:{port}");
+    let mut worker = Worker::start(&root, &["--metrics", &metrics]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let up = loop {
+        let out = common::shardfeed(&["health", &metrics]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "{text}");
+    assert!(text.contains("healthy"), "{text}");
+    // The batch port speaks shardfeed's protocol, not HTTP.
+    let (code, err) = common::fails(&["health", &worker.addr, "--timeout", "2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains(&worker.addr), "{err}");
+    worker.kill();
+    let (code, err) = common::fails(&["health", &metrics]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&metrics) && err.contains("cannot connect"),
+        "{err}"
+    );
+}

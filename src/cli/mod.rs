@@ -21,6 +21,7 @@ pub mod out;
 
 mod bench;
 mod files;
+mod health;
 mod inspect;
 mod serve;
 mod shard;
@@ -54,6 +55,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Compute batches for remote clients (trainers, `bench --remote`) on this host's cores.
     Serve(serve::ServeArgs),
+    /// Check that a `serve` worker is up: GET /healthz on its --metrics address (exit 0 or 1).
+    Health(health::HealthArgs),
 }
 
 /// Runs the parsed command; `Ok` carries the exit code (1 when a check found problems).
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth(a) => synth::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Health(a) => health::run(a),
     }
 }
 

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # Builds the project's images on a machine whose Docker engine cannot reach a registry: makes the
 # Debian base image (docker/bootstrap-base.sh), builds the binaries on the host (the same Debian
-# release as the image, so the same glibc) into docker/bin/, and builds the image with
-# BINARIES=host so that BuildKit never needs the Rust image.
+# release as the images, so the same glibc), stages them (and, for the trainer, the host's torch
+# wheel, docker/stage-torch.py) under docker/, and builds with BINARIES=host so that BuildKit
+# never needs the Rust image.
 #
-# Usage: docker/build-images.sh [TAG]     (default shardfeed:dev)
+# Usage: docker/build-images.sh [--tag TAG] [--trainer] [--variant cpu|cuda]
+#   shardfeed:TAG (default dev); with --trainer also shardfeed-trainer:TAG (--variant cpu, the
+#   default) or shardfeed-trainer:TAG-cuda (--variant cuda).
+# Binaries already built for this checkout may be given (the test scripts pass the ones
+# `cargo test --workspace` built): SHARDFEED_IMAGE_BINARY (shardfeed),
+# SHARDFEED_TRAINER_BINARY (shardfeed-train); otherwise release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tag=${1:-shardfeed:dev}
+
+tag=dev trainer=0 variant=cpu
+while [ $# -gt 0 ]; do
+  case $1 in
+    --tag) tag=$2; shift 2 ;;
+    --trainer) trainer=1; shift ;;
+    --variant) variant=$2; shift 2 ;;
+    *) echo "build-images: unknown argument $1 (see the script's header)" >&2; exit 2 ;;
+  esac
+done
+case $variant in cpu|cuda) ;; *) echo "build-images: --variant is cpu or cuda" >&2; exit 2 ;; esac
 source scripts/setup.sh
 
 docker/bootstrap-base.sh debian:bookworm-slim
-# SHARDFEED_IMAGE_BINARY: a shardfeed binary already built for this checkout (the test script
-# passes the one its `cargo test --workspace` built); otherwise a release build.
-binary=${SHARDFEED_IMAGE_BINARY:-}
-if [ -z "$binary" ]; then
-  cargo build --release --locked -p shardfeed
-  binary=target/release/shardfeed
-fi
-[ -x "$binary" ] || { echo "build-images: no binary at $binary" >&2; exit 2; }
-# Stripped: the image carries no debug info (the line tables are for profiling on the host).
-install -D -s -m 0755 "$binary" docker/bin/shardfeed
 
 # BuildKit, which builds only the stages the target needs (the legacy builder would try to pull
 # the Rust image of the unused source stage): the buildx plugin where it is installed, else a
@@ -41,5 +47,39 @@ if [ ${#builder[@]} -eq 0 ]; then
   echo "build-images: no BuildKit: install the buildx plugin (Debian: docker-buildx)" >&2
   exit 2
 fi
-"${builder[@]}" -q -f docker/Dockerfile --build-arg BINARIES=host -t "$tag" . >/dev/null
-echo "build-images: $tag, $(docker image inspect -f '{{.Size}}' "$tag" | numfmt --to=si --suffix=B)"
+size() { docker image inspect -f '{{.Size}}' "$1" | numfmt --to=si --suffix=B; }
+
+# ---- shardfeed: the pipeline CLI and serve ----
+binary=${SHARDFEED_IMAGE_BINARY:-}
+if [ -z "$binary" ]; then
+  cargo build --release --locked -p shardfeed
+  binary=target/release/shardfeed
+fi
+[ -x "$binary" ] || { echo "build-images: no binary at $binary" >&2; exit 2; }
+# Stripped: the image carries no debug info (the line tables are for profiling on the host).
+install -D -s -m 0755 "$binary" docker/bin/shardfeed
+"${builder[@]}" -q -f docker/Dockerfile --build-arg BINARIES=host -t "shardfeed:$tag" . >/dev/null
+echo "build-images: shardfeed:$tag, $(size "shardfeed:$tag")"
+
+[ "$trainer" = 1 ] || exit 0
+
+# ---- shardfeed-trainer: the trainer, torchrun and the torch wheel's libraries ----
+source scripts/setup-torch.sh
+trainer_binary=${SHARDFEED_TRAINER_BINARY:-}
+if [ -z "$trainer_binary" ]; then
+  cargo build --release --locked -p shardfeed-trainer
+  trainer_binary=target/release/shardfeed-train
+fi
+[ -x "$trainer_binary" ] || { echo "build-images: no binary at $trainer_binary" >&2; exit 2; }
+stage=docker/stage/trainer
+rm -rf "$stage"
+install -D -s -m 0755 "$trainer_binary" "$stage/bin/shardfeed-train"
+# Hard links into the venv where it can (same file system): staging costs no copy.
+"$TORCH_VENV/bin/python" docker/stage-torch.py --variant "$variant" --binary "$stage/bin/shardfeed-train" \
+  "$("$TORCH_VENV/bin/python" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')" \
+  "$stage/torch"
+trainer_tag=shardfeed-trainer:$tag
+[ "$variant" = cuda ] && trainer_tag=$trainer_tag-cuda
+"${builder[@]}" -q -f docker/trainer.Dockerfile --build-arg BINARIES=host \
+  --build-arg TORCH_VARIANT="$variant" -t "$trainer_tag" . >/dev/null
+echo "build-images: $trainer_tag, $(size "$trainer_tag")"

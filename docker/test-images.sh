@@ -30,7 +30,7 @@ trap cleanup EXIT
 fail() { echo "docker image test: FAILED: $*" >&2; exit 1; }
 
 started=$(date +%s)
-docker/build-images.sh "$tag"
+docker/build-images.sh --tag test
 run() { docker run --rm --network none "$@"; }
 
 # The user: uid 10001, not root.

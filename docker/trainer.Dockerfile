@@ -36,14 +36,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
       && python3 docker/stage-torch.py --variant "$TORCH_VARIANT" --binary /out/bin/shardfeed-train \
            "$(ls -d /opt/torch-venv/lib/python3*/site-packages)" /out/torch'
 
-# ---- binaries-host: what docker/build-images.sh staged on the host ----------------------------
-FROM debian:bookworm-slim AS binaries-host
-COPY docker/stage/trainer/ /out/
-
-FROM binaries-${BINARIES} AS binaries
-
-# ---- runtime ------------------------------------------------------------------------------------
-FROM debian:bookworm-slim AS runtime
+# ---- runtime-base: Debian, Python for torchrun, the user --------------------------------------
+FROM debian:bookworm-slim AS runtime-base
 ARG TORCH_VARIANT
 LABEL org.opencontainers.image.title="shardfeed-trainer" \
       org.opencontainers.image.description="The shardfeed LARS trainer on libtorch, with torchrun" \
@@ -52,21 +46,34 @@ LABEL org.opencontainers.image.title="shardfeed-trainer" \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=binaries /out/torch /opt/torch
-COPY --from=binaries /out/bin/ /usr/local/bin/
+# The same unprivileged uid as the pipeline image, so both read the same volumes. /ckpt, /logs,
+# /data and /secrets exist with its ownership, so named volumes mounted there are writable by it.
+RUN useradd --system --uid 10001 --home-dir /work --shell /usr/sbin/nologin shardfeed \
+    && mkdir -p /work /ckpt /logs /data /secrets && chown shardfeed /work /ckpt /logs /data /secrets \
+    && chmod 0700 /secrets
 COPY docker/torchrun /usr/local/bin/torchrun
 # torch's own libraries find the nvidia-* ones by their RUNPATH; the trainer (linked on another
 # host) finds torch's here, and cudarc's NCCL by name in the nccl folder.
 ENV PYTHONPATH=/opt/torch \
     LD_LIBRARY_PATH=/opt/torch/torch/lib:/opt/torch/nvidia/nccl/lib \
     SHARDFEED_TORCH_VARIANT=${TORCH_VARIANT}
-# The same unprivileged uid as the pipeline image, so both read the same volumes. /ckpt and
-# /logs exist with its ownership, so named volumes mounted there are writable by it.
-RUN useradd --system --uid 10001 --home-dir /work --shell /usr/sbin/nologin shardfeed \
-    && mkdir -p /work /ckpt /logs /data /secrets && chown shardfeed /work /ckpt /logs /data /secrets \
-    && chmod 0700 /secrets \
-    && shardfeed-train --help >/dev/null \
-    && python3 -c "import torch.distributed.run"
+
+# ---- runtime-host: what docker/build-images.sh staged on the host -----------------------------
+# Copied from the build context straight into the image: an intermediate stage would copy the
+# 3 GB a second time.
+FROM runtime-base AS runtime-host
+COPY docker/stage/trainer/torch /opt/torch
+COPY docker/stage/trainer/bin/ /usr/local/bin/
+
+# ---- runtime-source: what binaries-source built -----------------------------------------------
+FROM runtime-base AS runtime-source
+COPY --from=binaries-source /out/torch /opt/torch
+COPY --from=binaries-source /out/bin/ /usr/local/bin/
+
+# ---- the image ------------------------------------------------------------------------------------
+FROM runtime-${BINARIES}
+# Both must start: every library the loader needs is there.
+RUN shardfeed-train --help >/dev/null && python3 -c "import torch.distributed.run"
 USER 10001:10001
 WORKDIR /work
 CMD ["shardfeed-train", "--help"]

@@ -773,8 +773,10 @@ fn run_replica(
         reports.as_mut(),
         stop,
     )?;
-    if let (0, Some(stats)) = (rank, &remote_stats) {
+    // Every rank has its own connections to the workers, so each reports what it saw.
+    if let Some(stats) = &remote_stats {
         report_remote(
+            rank,
             &stats
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
@@ -797,9 +799,9 @@ type BoxedLoader = Box<dyn DeviceLoader>;
 type SharedRemoteStats = std::sync::Arc<std::sync::Mutex<shardfeed_engine::remote::RemoteStats>>;
 
 /// What the remote source saw, at the end of a run: per worker, and its fault log.
-fn report_remote(stats: &shardfeed_engine::remote::RemoteStats) {
+fn report_remote(rank: usize, stats: &shardfeed_engine::remote::RemoteStats) {
     eprintln!(
-        "remote: {} workers, {} batches reassigned, {} retried",
+        "remote (rank {rank}): {} workers, {} batches reassigned, {} retried",
         stats.workers.len(),
         stats.reassigned,
         stats.retries

@@ -110,7 +110,7 @@ fn help_parsing_finds_every_subcommand_and_its_flags() {
     let names: Vec<&str> = subs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["shard", "inspect", "verify", "extract", "synth", "bench", "serve"]
+        ["shard", "inspect", "verify", "extract", "synth", "bench", "serve", "health"]
     );
     let bench = &subs[5].1;
     for flag in ["--rank", "--world", "--batch", "--json", "-h", "--help"] {

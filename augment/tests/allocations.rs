@@ -399,8 +399,9 @@ fn the_c_counter_sees_c_allocations_and_only_those() {
     assert_eq!(stats.c, Allocations::default());
     // malloc called from anywhere else is C's.
     let (_, stats) = allocations_of(|| {
-        // SAFETY: a plain malloc/free pair.
-        unsafe { free(malloc(777)) }
+        // SAFETY: a plain malloc/free pair. black_box keeps an optimising build (the crate is
+        // opt-level 2 in dev too) from eliding the pair.
+        unsafe { free(std::hint::black_box(malloc(777))) }
     });
     assert_eq!(
         stats.c,

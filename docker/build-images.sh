@@ -48,14 +48,20 @@ if [ ${#builder[@]} -eq 0 ]; then
   exit 2
 fi
 size() { docker image inspect -f '{{.Size}}' "$1" | numfmt --to=si --suffix=B; }
+# host_binary GIVEN PACKAGE NAME: the path of the binary GIVEN (one built for this checkout), or
+# of a release build of PACKAGE's binary NAME. Prints the path alone (cargo's output is stderr's).
+host_binary() {
+  local binary=$1
+  if [ -z "$binary" ]; then
+    cargo build --release --locked -p "$2" >&2
+    binary=target/release/$3
+  fi
+  [ -x "$binary" ] || { echo "build-images: no binary at $binary" >&2; exit 2; }
+  echo "$binary"
+}
 
 # ---- shardfeed: the pipeline CLI and serve ----
-binary=${SHARDFEED_IMAGE_BINARY:-}
-if [ -z "$binary" ]; then
-  cargo build --release --locked -p shardfeed
-  binary=target/release/shardfeed
-fi
-[ -x "$binary" ] || { echo "build-images: no binary at $binary" >&2; exit 2; }
+binary=$(host_binary "${SHARDFEED_IMAGE_BINARY:-}" shardfeed shardfeed)
 # Stripped: the image carries no debug info (the line tables are for profiling on the host).
 install -D -s -m 0755 "$binary" docker/bin/shardfeed
 "${builder[@]}" -q -f docker/Dockerfile --build-arg BINARIES=host -t "shardfeed:$tag" . >/dev/null
@@ -65,12 +71,7 @@ echo "build-images: shardfeed:$tag, $(size "shardfeed:$tag")"
 
 # ---- shardfeed-trainer: the trainer, torchrun and the torch wheel's libraries ----
 source scripts/setup-torch.sh
-trainer_binary=${SHARDFEED_TRAINER_BINARY:-}
-if [ -z "$trainer_binary" ]; then
-  cargo build --release --locked -p shardfeed-trainer
-  trainer_binary=target/release/shardfeed-train
-fi
-[ -x "$trainer_binary" ] || { echo "build-images: no binary at $trainer_binary" >&2; exit 2; }
+trainer_binary=$(host_binary "${SHARDFEED_TRAINER_BINARY:-}" shardfeed-trainer shardfeed-train)
 stage=docker/stage/trainer
 rm -rf "$stage"
 install -D -s -m 0755 "$trainer_binary" "$stage/bin/shardfeed-train"

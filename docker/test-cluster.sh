@@ -15,7 +15,7 @@
 # It checks that every step's loss of run 2 (the steps replayed after the restart included)
 # equals run 1's for that step, bit for bit, that both runs reach the same validation accuracy,
 # that the containers ran as uid 10001 with the dataset mounted read-only, and that no
-# container, network or volume of either project is left. The fault log (what was done at which
+# container, network or volume of the project is left. The fault log (what was done at which
 # step, and the reassignments each trainer rank counted) goes to $OUT/fault-log.txt.
 #
 # Usage: docker/test-cluster.sh
